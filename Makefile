@@ -1,0 +1,41 @@
+# Every target installs what it needs into .venv first; only python3 (>= 3.11) and make are assumed.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint bench proto venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip==26.3
+	$(BIN)/python -m pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/aggapi dev
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -ra tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check aggapi edge certs tests bench
+	$(BIN)/ruff format --check aggapi edge certs tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+bench: $(STAMP)
+	$(BIN)/python bench/api.py
+
+proto: $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -I aggapi/storage/proto \
+	  --python_out=aggapi/storage/proto --pyi_out=aggapi/storage/proto \
+	  --grpc_python_out=aggapi/storage/proto aggapi/storage/proto/etcd.proto
+	sed -i 's/^import etcd_pb2 as/from . import etcd_pb2 as/' aggapi/storage/proto/etcd_pb2_grpc.py
+	# mypy reads .pyi stubs even under follow_imports=skip; protoc writes bare `Mapping` in them.
+	sed -i '1i # mypy: disable-error-code="type-arg"' aggapi/storage/proto/etcd_pb2.pyi
+
+clean:
+	rm -rf $(VENV) .aggapi-dev .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""One module per kind: schema, defaults, validation, strategy and printer columns."""

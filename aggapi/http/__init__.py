@@ -1,0 +1,1 @@
+"""HTTP layer: request parsing, authn/authz middleware, handlers, watch streaming, Status errors."""

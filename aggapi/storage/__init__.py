@@ -1,0 +1,1 @@
+"""Storage layer: etcd access (etcd.py only), kube-apiserver storage semantics, watch cache."""

@@ -1,0 +1,391 @@
+"""Watch cache for one resource: one etcd watch feeds an in-memory store and a bounded ring of recent
+events; get/list/watch are served from it (kube's Cacher). Writes go straight to the EtcdStore."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aggapi.storage import errors
+from aggapi.storage.etcd import WatchBatch, prefix_end
+from aggapi.storage.etcd import WatchEvent as EtcdEvent
+from aggapi.storage.etcdstore import EtcdStore, decode
+from aggapi.storage.history import fetch_history
+from aggapi.storage.interface import (
+    EventType,
+    ListOptions,
+    ListResult,
+    Obj,
+    Predicate,
+    Preconditions,
+    UpdateFunc,
+    WatchEvent,
+    WatchOptions,
+)
+
+log = logging.getLogger(__name__)
+
+INITIAL_EVENTS_END = "k8s.io/initial-events-end"
+
+
+@dataclass(frozen=True, slots=True)
+class CacheConfig:
+    capacity: int = 4096  # events kept for watch resumption before falling back to etcd history
+    fresh_timeout: float = 3.0  # how long a consistent read waits for the cache to catch up
+    bookmark_interval: float = 60.0
+    watcher_queue: int = 10_000  # a watcher further behind than this is closed (it re-watches)
+    retry_delay: float = 0.5  # after an etcd watch failure
+
+
+@dataclass(slots=True)
+class CacheEvent:
+    type: EventType
+    key: str
+    obj: Obj
+    prev: Obj | None
+    rv: int
+    shared: dict[Any, bytes] = field(default_factory=dict)
+    _as_deleted: WatchEvent | None = None
+
+    def for_watcher(self, pred: Predicate) -> WatchEvent | None:
+        """The event as one watcher sees it: a modification moving an object out of its selector is a
+        DELETED of the previous state; moving in is an ADDED (kube's cacheWatcher rules)."""
+        if self.type == "DELETED":
+            return WatchEvent("DELETED", self.obj, self.rv, self.shared) if pred.matches(self.obj) else None
+        cur = pred.matches(self.obj)
+        old = self.prev is not None and pred.matches(self.prev)
+        if cur:
+            typ: EventType = "MODIFIED" if old else "ADDED"
+            return WatchEvent(typ, self.obj, self.rv, self.shared)
+        if old and self.prev is not None:
+            if self._as_deleted is None:
+                gone = {**self.prev, "metadata": {**self.prev["metadata"], "resourceVersion": str(self.rv)}}
+                self._as_deleted = WatchEvent("DELETED", gone, self.rv, {})
+            return self._as_deleted
+        return None
+
+
+def to_cache_event(ev: EtcdEvent, prev: Obj | None) -> CacheEvent:
+    """An etcd event as the cache records it; a DELETED carries the last state at the deletion revision."""
+    key = ev.kv.key.decode()
+    if prev is None and ev.prev_kv is not None:
+        prev = decode(ev.prev_kv)
+    rv = ev.kv.mod_revision
+    if ev.type == "DELETE":
+        base = prev if prev is not None else {"metadata": {"name": key.rsplit("/", 1)[-1]}}
+        gone = {**base, "metadata": {**base.get("metadata", {}), "resourceVersion": str(rv)}}
+        return CacheEvent("DELETED", key, gone, prev, rv)
+    obj = decode(ev.kv)
+    typ: EventType = "ADDED" if ev.kv.create_revision == rv else "MODIFIED"
+    return CacheEvent(typ, key, obj, prev if typ == "MODIFIED" else None, rv)
+
+
+class CacheWatcher:
+    """One client's watch: a queue fed by the cacher's dispatch, drained by the HTTP handler."""
+
+    def __init__(self, cacher: Cacher, opts: WatchOptions, max_queue: int) -> None:
+        self._cacher = cacher
+        self.predicate = opts.predicate
+        self.bookmarks = opts.allow_bookmarks
+        self._queue: deque[WatchEvent] = deque()
+        self._max = max_queue
+        self._wake = asyncio.Event()
+        self.closed = False
+        self.last_rv = 0
+
+    def push(self, ev: WatchEvent) -> None:
+        if self.closed:
+            return
+        if len(self._queue) >= self._max:
+            log.warning("closing a watcher that fell %d events behind", self._max)
+            self.stop()
+            return
+        self._queue.append(ev)
+        self.last_rv = max(self.last_rv, ev.resource_version)
+        self._wake.set()
+
+    def stop(self) -> None:
+        self.closed = True
+        self._wake.set()
+        self._cacher.forget(self)
+
+    async def __aiter__(self) -> AsyncIterator[WatchEvent]:
+        while True:
+            while self._queue:
+                yield self._queue.popleft()
+            if self.closed:
+                return
+            self._wake.clear()
+            await self._wake.wait()
+
+
+class Cacher:
+    """Serves one resource prefix from memory. `run()` is the long-running feed loop."""
+
+    def __init__(
+        self,
+        store: EtcdStore,
+        prefix: str,
+        *,
+        bookmark_object: Obj,
+        config: CacheConfig | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.store = store
+        self.prefix = prefix if prefix.endswith("/") else prefix + "/"
+        self.config = config or CacheConfig()
+        self._bookmark_object = bookmark_object
+        self._sleep = sleep
+        self.objects: dict[str, Obj] = {}
+        self.rev = 0
+        self.window_start = 0  # watches from a revision >= this are served from the ring
+        self.ring: deque[CacheEvent] = deque()
+        self.synced = asyncio.Event()
+        self._progress = asyncio.Condition()
+        self._watchers: set[CacheWatcher] = set()
+        self._request_progress: Callable[[], Awaitable[None]] | None = None
+
+    # ---- feed -------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        need_list = True
+        while True:
+            try:
+                if need_list:
+                    await self._list()
+                    need_list = False
+                await self._watch()
+            except errors.Compacted:
+                log.warning("watch cache %s: revision %d compacted, relisting", self.prefix, self.rev + 1)
+                need_list = True
+            except errors.Unavailable as exc:
+                log.warning("watch cache %s: etcd unavailable (%s); retrying", self.prefix, exc)
+                await self._sleep(self.config.retry_delay)
+
+    async def _list(self) -> None:
+        objects: dict[str, Obj] = {}
+        token, rev = "", 0
+        while True:
+            page = await self.store.get_list(self.prefix, ListOptions(limit=5000, continue_token=token))
+            rev = page.resource_version
+            for obj in page.items:
+                objects[self._key_of(obj)] = obj
+            if not page.continue_token:
+                break
+            token = page.continue_token
+        for w in list(self._watchers):  # a relist breaks continuity: watchers must relist too
+            w.stop()
+        self.objects, self.rev, self.window_start = objects, rev, rev
+        self.ring.clear()
+        self.synced.set()
+        await self._advanced()
+        log.info("watch cache %s: listed %d objects at revision %d", self.prefix, len(objects), rev)
+
+    def _key_of(self, obj: Obj) -> str:
+        meta = obj["metadata"]
+        ns = meta.get("namespace")
+        return f"{self.prefix}{ns}/{meta['name']}" if ns else f"{self.prefix}{meta['name']}"
+
+    async def _watch(self) -> None:
+        pkey = self.prefix.encode()
+        async with self.store.client.watch(pkey, prefix_end(pkey), start_revision=self.rev + 1) as w:
+            self._request_progress = w.request_progress
+            try:
+                async for batch in w:
+                    self._apply(batch)
+                    await self._advanced()
+            finally:
+                self._request_progress = None
+        raise errors.Unavailable("etcd watch stream ended")
+
+    def _apply(self, batch: WatchBatch) -> None:
+        if not batch.events:
+            self.rev = max(self.rev, batch.revision)  # progress notification: all events <= revision seen
+            return
+        for ev in batch.events:
+            cev = self._convert(ev)
+            if cev.type == "DELETED":
+                self.objects.pop(cev.key, None)
+            else:
+                self.objects[cev.key] = cev.obj
+            self.rev = cev.rv
+            self.ring.append(cev)
+            if len(self.ring) > self.config.capacity:
+                self.window_start = self.ring.popleft().rv
+            for w in list(self._watchers):
+                wev = cev.for_watcher(w.predicate)
+                if wev is not None:
+                    w.push(wev)
+
+    def _convert(self, ev: EtcdEvent) -> CacheEvent:
+        key = ev.kv.key.decode()
+        return to_cache_event(ev, self.objects.get(key))
+
+    async def _advanced(self) -> None:
+        async with self._progress:
+            self._progress.notify_all()
+
+    async def bookmark_loop(self) -> None:
+        """Periodic BOOKMARKs tell idle watchers how far they are current, so they resume cheaply."""
+        while True:
+            await self._sleep(self.config.bookmark_interval)
+            self.send_bookmarks()
+
+    def send_bookmarks(self) -> None:
+        ev = self._bookmark(self.rev, initial_end=False)
+        for w in list(self._watchers):
+            if w.bookmarks and w.last_rv < self.rev:
+                w.push(ev)
+
+    def _bookmark(self, rv: int, *, initial_end: bool) -> WatchEvent:
+        meta: Obj = {"resourceVersion": str(rv)}
+        if initial_end:
+            meta["annotations"] = {INITIAL_EVENTS_END: "true"}
+        return WatchEvent("BOOKMARK", {**self._bookmark_object, "metadata": meta}, rv)
+
+    # ---- freshness --------------------------------------------------------------------------------
+
+    async def wait_fresh(self, rev: int, timeout: float | None = None) -> bool:
+        """Wait until the cache has seen revision `rev` (asking etcd for a progress notification)."""
+        if self.rev >= rev and self.synced.is_set():
+            return True
+        try:
+            async with asyncio.timeout(timeout if timeout is not None else self.config.fresh_timeout):
+                await self.synced.wait()
+                if self.rev < rev and self._request_progress is not None:
+                    await self._request_progress()
+                async with self._progress:
+                    await self._progress.wait_for(lambda: self.rev >= rev)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _consistent_rev(self) -> int | None:
+        """kube 1.31+ consistent read from cache: quorum revision from etcd, then wait for the cache."""
+        rev = await self.store.current_revision()
+        return rev if await self.wait_fresh(rev) else None
+
+    # ---- reads ------------------------------------------------------------------------------------
+
+    async def get(self, key: str, *, resource_version: str = "") -> Obj:
+        if resource_version == "" or not self.synced.is_set():
+            return await self.store.get(key, resource_version="")
+        rv = int(resource_version)
+        if rv and not await self.wait_fresh(rv):
+            raise errors.TooLargeResourceVersion(rv, self.rev)
+        obj = self.objects.get(key)
+        if obj is None:
+            raise errors.KeyNotFound(key)
+        return copy.deepcopy(obj)
+
+    async def get_list(self, prefix: str, opts: ListOptions) -> ListResult:
+        """Objects in the result are shared with the cache: callers must not mutate them."""
+        rv, match = opts.resource_version, opts.resource_version_match
+        if opts.continue_token or (opts.limit and rv != "0") or match == "Exact" or not self.synced.is_set():
+            return await self.store.get_list(prefix, opts)
+        if rv == "":
+            if await self._consistent_rev() is None:
+                return await self.store.get_list(prefix, opts)
+        elif rv != "0" and not await self.wait_fresh(int(rv)):
+            raise errors.TooLargeResourceVersion(int(rv), self.rev)
+        return ListResult(self._snapshot(prefix, opts.predicate), self.rev)
+
+    def _snapshot(self, prefix: str, pred: Predicate) -> list[Obj]:
+        if not prefix.endswith("/"):
+            prefix += "/"
+        keys = sorted(k for k in self.objects if k.startswith(prefix))
+        return [o for o in (self.objects[k] for k in keys) if pred.matches(o)]
+
+    # ---- watch ------------------------------------------------------------------------------------
+
+    async def watch(self, prefix: str, opts: WatchOptions) -> CacheWatcher:
+        async with asyncio.timeout(self.config.fresh_timeout):
+            await self.synced.wait()
+        rv = opts.resource_version
+        initial = opts.send_initial_events if opts.send_initial_events is not None else rv in ("", "0")
+        if rv == "" and initial:
+            await self._consistent_rev()
+        start = self.rev if rv in ("", "0") else int(rv)
+        if start > self.rev and not await self.wait_fresh(start):
+            raise errors.TooLargeResourceVersion(start, self.rev)
+        history: list[CacheEvent] = []
+        if not initial and start < self.window_start:
+            history, start = await self._history(prefix, start)
+        w = CacheWatcher(self, opts, self.config.watcher_queue)
+        # From here to registration nothing awaits, so no event can slip between snapshot and feed.
+        if initial:
+            for obj in self._snapshot(prefix, opts.predicate):
+                w.push(WatchEvent("ADDED", obj, int(obj["metadata"]["resourceVersion"])))
+            if opts.send_initial_events and opts.allow_bookmarks:
+                w.push(self._bookmark(self.rev, initial_end=True))
+            start = self.rev
+        for cev in history:
+            if cev.key.startswith(prefix):
+                wev = cev.for_watcher(opts.predicate)
+                if wev is not None:
+                    w.push(wev)
+        for cev in self.ring:
+            if cev.rv > start and cev.key.startswith(prefix):
+                wev = cev.for_watcher(opts.predicate)
+                if wev is not None:
+                    w.push(wev)
+        self._watchers.add(w)
+        return w
+
+    async def _history(self, prefix: str, after: int) -> tuple[list[CacheEvent], int]:
+        """Events after `after` that the ring no longer holds, replayed from etcd's MVCC history."""
+        while True:
+            until = self.rev
+            try:
+                raw = await fetch_history(self.store.client, self.prefix, after, until)
+            except errors.Compacted as exc:
+                raise errors.Expired(f"too old resource version: {after} ({exc.compact_revision})") from exc
+            if self.window_start <= until:
+                break
+        state: dict[str, Obj] = {}
+        events: list[CacheEvent] = []
+        for ev in raw:
+            cev = to_cache_event(ev, state.get(ev.kv.key.decode()))
+            events.append(cev)
+            if cev.type == "DELETED":
+                state.pop(cev.key, None)
+            else:
+                state[cev.key] = cev.obj
+        return events, until
+
+    def forget(self, w: CacheWatcher) -> None:
+        self._watchers.discard(w)
+
+    @property
+    def watcher_count(self) -> int:
+        return len(self._watchers)
+
+    # ---- writes (straight to etcd; the cache learns of them through its watch) ----------------------
+
+    async def create(self, key: str, obj: Obj, *, dry_run: bool = False) -> Obj:
+        return await self.store.create(key, obj, dry_run=dry_run)
+
+    async def guaranteed_update(
+        self,
+        key: str,
+        update: UpdateFunc,
+        *,
+        preconditions: Preconditions | None = None,
+        dry_run: bool = False,
+    ) -> Obj:
+        return await self.store.guaranteed_update(key, update, preconditions=preconditions, dry_run=dry_run)
+
+    async def delete(
+        self,
+        key: str,
+        *,
+        preconditions: Preconditions | None = None,
+        validate: Callable[[Obj], None] | None = None,
+        dry_run: bool = False,
+    ) -> Obj:
+        return await self.store.delete(key, preconditions=preconditions, validate=validate, dry_run=dry_run)

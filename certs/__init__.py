@@ -1,0 +1,1 @@
+"""Certificates: CA, issuing, CSR signing, PEM files. Imports neither aggapi nor edge."""
