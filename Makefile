@@ -29,12 +29,12 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/api.py
 
+# The second sed: mypy reads .pyi stubs even under follow_imports=skip, and protoc writes bare `Mapping`.
 proto: $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -I aggapi/storage/proto \
 	  --python_out=aggapi/storage/proto --pyi_out=aggapi/storage/proto \
 	  --grpc_python_out=aggapi/storage/proto aggapi/storage/proto/etcd.proto
 	sed -i 's/^import etcd_pb2 as/from . import etcd_pb2 as/' aggapi/storage/proto/etcd_pb2_grpc.py
-	# mypy reads .pyi stubs even under follow_imports=skip; protoc writes bare `Mapping` in them.
 	sed -i '1i # mypy: disable-error-code="type-arg"' aggapi/storage/proto/etcd_pb2.pyi
 
 clean:

@@ -1,0 +1,1 @@
+"""Generated etcd v3 stubs (`make proto`); only aggapi.storage.etcd imports them."""
