@@ -40,7 +40,9 @@ async def serve(opts: ServerOptions) -> None:
     # handler_cancellation: a client that goes away cancels its handler, so idle watches are freed.
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, opts.serving.bind_address, opts.serving.secure_port, ssl_context=ctx, backlog=1024)
+    site = web.TCPSite(
+        runner, opts.serving.bind_address, opts.serving.secure_port, ssl_context=ctx, backlog=1024
+    )
     await site.start()
     log.info("serving securely on %s:%d", opts.serving.bind_address, opts.serving.secure_port)
     stop = asyncio.Event()
@@ -55,7 +57,9 @@ async def serve(opts: ServerOptions) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="aggapi", description="Kubernetes at the edge: the aggregated API server")
+    parser = argparse.ArgumentParser(
+        prog="aggapi", description="Kubernetes at the edge: the aggregated API server"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p_serve = sub.add_parser("serve", help="run the aggregated API server")
     add_serve_flags(p_serve)

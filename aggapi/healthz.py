@@ -20,7 +20,9 @@ class HealthCheck:
     check: Check
 
 
-def handler(kind: str, checks: Sequence[HealthCheck], timeout: float = 5.0) -> Callable[[web.Request], Awaitable[web.Response]]:
+def handler(
+    kind: str, checks: Sequence[HealthCheck], timeout: float = 5.0
+) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def serve(request: web.Request) -> web.Response:
         excluded = set(request.query.getall("exclude", []))
         lines, failed = ["[+]ping ok"], False

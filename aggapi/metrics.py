@@ -14,7 +14,10 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
-            "apiserver_request", "Requests by verb, resource and HTTP code.", ["verb", "resource", "code"], registry=r
+            "apiserver_request",
+            "Requests by verb, resource and HTTP code.",
+            ["verb", "resource", "code"],
+            registry=r,
         )
         self.latency = Histogram(
             "apiserver_request_duration_seconds",
@@ -24,7 +27,9 @@ class Metrics:
             registry=r,
         )
         self.inflight = Gauge("apiserver_current_inflight_requests", "Requests being served.", registry=r)
-        self.watchers = Gauge("apiserver_registered_watchers", "Open watches by resource.", ["resource"], registry=r)
+        self.watchers = Gauge(
+            "apiserver_registered_watchers", "Open watches by resource.", ["resource"], registry=r
+        )
         self.etcd_latency = Histogram(
             "etcd_request_duration_seconds",
             "etcd request latency by operation.",

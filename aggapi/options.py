@@ -1,4 +1,4 @@
-"""`aggapi serve` configuration: one frozen dataclass per concern, flags named as in kube's generic apiserver."""
+"""`aggapi serve` configuration: one frozen dataclass per concern; flag names follow kube's apiserver."""
 
 from __future__ import annotations
 
@@ -91,21 +91,28 @@ def add_serve_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--secure-port", type=int, default=d.serving.secure_port)
     p.add_argument("--tls-cert-file", default="")
     p.add_argument("--tls-private-key-file", default="")
-    p.add_argument("--cert-dir", default=d.serving.cert_dir,
-                   help="where a self-signed serving certificate is made when --tls-cert-file is not given")
+    p.add_argument(
+        "--cert-dir",
+        default=d.serving.cert_dir,
+        help="where a self-signed serving certificate is made when --tls-cert-file is not given",
+    )
     p.add_argument("--etcd-servers", default=",".join(d.etcd.servers), help="comma-separated etcd endpoints")
     p.add_argument("--etcd-prefix", default=d.etcd.prefix)
     p.add_argument("--etcd-cafile", default="")
     p.add_argument("--etcd-certfile", default="")
     p.add_argument("--etcd-keyfile", default="")
-    p.add_argument("--client-ca-file", default="", help="CA bundle that signs client certificates (CN=user, O=groups)")
+    p.add_argument(
+        "--client-ca-file", default="", help="CA bundle that signs client certificates (CN=user, O=groups)"
+    )
     p.add_argument("--watch-cache-size", type=int, default=d.cache.capacity)
     p.add_argument("-v", "--v", dest="verbosity", type=int, default=0)
 
 
 def from_args(a: argparse.Namespace) -> ServerOptions:
     return ServerOptions(
-        serving=ServingOptions(a.bind_address, a.secure_port, a.tls_cert_file, a.tls_private_key_file, a.cert_dir),
+        serving=ServingOptions(
+            a.bind_address, a.secure_port, a.tls_cert_file, a.tls_private_key_file, a.cert_dir
+        ),
         etcd=EtcdOptions(
             tuple(s.strip() for s in a.etcd_servers.split(",") if s.strip()),
             a.etcd_prefix,

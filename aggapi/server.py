@@ -8,8 +8,9 @@ import contextlib
 import logging
 import platform
 import ssl
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
@@ -17,7 +18,8 @@ from aggapi import __version__, discovery, openapi
 from aggapi.apis.registry import KINDS
 from aggapi.auth.authn import Authenticator, Chain, X509Authenticator
 from aggapi.auth.authz import AuthenticatedOnly, Authorizer
-from aggapi.healthz import HealthCheck, handler as health_handler
+from aggapi.healthz import HealthCheck
+from aggapi.healthz import handler as health_handler
 from aggapi.http.handlers import ResourceHandler, respond
 from aggapi.http.middleware import authn_mw, authz_mw, errors_mw, metrics_mw, request_info
 from aggapi.http.negotiation import content_type_for, negotiate
@@ -88,7 +90,7 @@ async def _storage(app: web.Application, opts: ServerOptions) -> AsyncIterator[N
         rt.handlers[(rdef.group, rdef.version, rdef.resource)] = ResourceHandler(
             rdef, Store(rdef, cacher, prefix=e.prefix)
         )
-        metrics.watch_count(rdef.resource, lambda c=cacher: c.watcher_count)
+        metrics.watch_count(rdef.resource, _counter(cacher))
         rt.tasks.append(asyncio.create_task(cacher.run(), name=f"watch-cache:{rdef.resource}"))
         rt.tasks.append(asyncio.create_task(cacher.bookmark_loop(), name=f"bookmarks:{rdef.resource}"))
     try:
@@ -102,7 +104,19 @@ async def _storage(app: web.Application, opts: ServerOptions) -> AsyncIterator[N
         await client.close()
 
 
+def _counter(cacher: Cacher) -> Callable[[], int]:
+    return lambda: cacher.watcher_count
+
+
 def _routes(app: web.Application, rt: Runtime, metrics: Metrics) -> None:
+    docs: dict[str, dict[str, Any]] = {}
+
+    def doc(name: str, build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """The kinds never change while serving, so each document is built once."""
+        if name not in docs:
+            docs[name] = build()
+        return docs[name]
+
     async def etcd_check() -> None:
         if rt.client is None:
             raise RuntimeError("storage not started")
@@ -139,17 +153,26 @@ def _routes(app: web.Application, rt: Runtime, metrics: Metrics) -> None:
     async def prometheus(_: web.Request) -> web.Response:
         return web.Response(body=metrics.render(), content_type="text/plain", charset="utf-8")
 
-    async def core(_: web.Request) -> web.Response:
-        # An aggregated server has no core group; kubectl still asks for it when talking to us directly.
+    async def core(request: web.Request) -> web.StreamResponse:
+        # An aggregated server has no core group (kube-apiserver answers /api itself). Answered anyway so
+        # kubectl pointed straight at aggapi works: client-go uses aggregated /apis only if /api is too.
+        target = negotiate(request.headers.get("Accept", ""), allow_table=False, discovery=True)
+        if target.shape == "discovery-v2":
+            empty = discovery.aggregated_discovery([], discovery_version=target.version)
+            return _etagged(request, empty, content_type_for(target))
         return respond({"kind": "APIVersions", "versions": [], "serverAddressByClientCIDRs": []})
 
     async def apis(request: web.Request) -> web.StreamResponse:
         target = negotiate(request.headers.get("Accept", ""), allow_table=False, discovery=True)
         if target.shape == "discovery-v2":
-            doc = discovery.aggregated_discovery(rt.kinds)
-            doc["apiVersion"] = f"apidiscovery.k8s.io/{target.version}"
-            return _etagged(request, doc, content_type_for(target))
-        return _etagged(request, discovery.api_group_list(rt.kinds), "application/json")
+            agg = doc(
+                f"agg-{target.version}",
+                lambda: discovery.aggregated_discovery(rt.kinds, discovery_version=target.version),
+            )
+            return _etagged(request, agg, content_type_for(target))
+        return _etagged(
+            request, doc("groups", lambda: discovery.api_group_list(rt.kinds)), "application/json"
+        )
 
     async def group(request: web.Request) -> web.StreamResponse:
         g = request.match_info["group"]
@@ -162,7 +185,11 @@ def _routes(app: web.Application, rt: Runtime, metrics: Metrics) -> None:
         if not any(k.group == info.group and k.version == info.version for k in rt.kinds):
             raise apierrors.StatusError(404, "NotFound", "the server could not find the requested resource")
         if not info.resource:
-            return _etagged(request, discovery.api_resource_list(info.group, info.version, rt.kinds), "application/json")
+            arl = doc(
+                f"arl-{info.group}/{info.version}",
+                lambda: discovery.api_resource_list(info.group, info.version, rt.kinds),
+            )
+            return _etagged(request, arl, "application/json")
         h = rt.handlers.get((info.group, info.version, info.resource))
         if h is None:
             if not rt.handlers:
@@ -171,16 +198,20 @@ def _routes(app: web.Application, rt: Runtime, metrics: Metrics) -> None:
         return await h.handle(request, info)
 
     async def openapi_v2(request: web.Request) -> web.StreamResponse:
-        return _etagged(request, openapi.openapi_v2(rt.kinds), "application/json")
+        # Only JSON is offered; a protobuf-only Accept (kubectl's own v2 client) gets 406, not bytes
+        # it cannot parse.
+        negotiate(request.headers.get("Accept", ""), allow_table=False)
+        return _etagged(request, doc("v2", lambda: openapi.openapi_v2(rt.kinds)), "application/json")
 
     async def openapi_v3(request: web.Request) -> web.StreamResponse:
-        return _etagged(request, openapi.openapi_v3_index(rt.kinds), "application/json")
+        return _etagged(request, doc("v3", lambda: openapi.openapi_v3_index(rt.kinds)), "application/json")
 
     async def openapi_v3_gv(request: web.Request) -> web.StreamResponse:
         g, v = request.match_info["group"], request.match_info["version"]
         if not any(k.group == g and k.version == v for k in rt.kinds):
             raise apierrors.StatusError(404, "NotFound", "the server could not find the requested resource")
-        return _etagged(request, openapi.openapi_v3_group_version(g, v, rt.kinds), "application/json")
+        gv = doc(f"v3-{g}/{v}", lambda: openapi.openapi_v3_group_version(g, v, rt.kinds))
+        return _etagged(request, gv, "application/json")
 
     r.add_get("/version", version)
     r.add_get("/metrics", prometheus)
@@ -194,13 +225,14 @@ def _routes(app: web.Application, rt: Runtime, metrics: Metrics) -> None:
     r.add_route("*", "/apis/{group}/{version}/{tail:.*}", group_version_or_resource)
 
 
-def _etagged(request: web.Request, doc: dict[str, object], content_type: str) -> web.StreamResponse:
-    etag = discovery.discovery_etag(doc)  # type: ignore[arg-type]
+def _etagged(request: web.Request, body: dict[str, Any], content_type: str) -> web.StreamResponse:
+    etag = discovery.discovery_etag(body)
+    headers = {"ETag": etag, "Vary": "Accept"}
     if request.headers.get("If-None-Match") == etag:
-        return web.Response(status=304, headers={"ETag": etag})
-    resp = respond(doc)
+        return web.Response(status=304, headers=headers)
+    resp = respond(body)
     resp.headers["Content-Type"] = content_type
-    resp.headers["ETag"] = etag
+    resp.headers.update(headers)
     return resp
 
 

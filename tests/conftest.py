@@ -26,7 +26,9 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> LabPKI:
 
 
 @pytest.fixture(scope="session")
-def aggapi(etcd_server: EtcdServer, pki: LabPKI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AggapiServer]:
+def aggapi(
+    etcd_server: EtcdServer, pki: LabPKI, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[AggapiServer]:
     """One `aggapi serve` for tests that only need a server; tests use their own object names."""
     server = AggapiServer(pki, etcd_server.client_url, tmp_path_factory.mktemp("aggapi"))
     server.start()

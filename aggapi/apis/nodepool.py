@@ -33,7 +33,8 @@ SPEC: dict[str, Any] = {
         },
         "hostNetwork": {
             "type": "boolean",
-            "description": "Nodes of this pool run pods on the host network only. Immutable; not valid on Cloud.",
+            "description": "Nodes of this pool run pods on the host network only. "
+            "Immutable; not valid on Cloud.",
         },
         "interConnectivity": {
             "type": "boolean",

@@ -47,7 +47,7 @@ async def read_body(request: web.Request, limit: int = MAX_BODY) -> bytes:
 
 
 def parse_document(data: bytes, content_type: str) -> Any:
-    ctype = content_type.split(";")[0].strip().lower()
+    ctype = content_type.split(";", maxsplit=1)[0].strip().lower()
     if ctype in ("", "application/json", "*/*"):
         try:
             return json.loads(data)
@@ -79,8 +79,11 @@ def check_object(obj: Any, rdef: ResourceDef, mode: str, warnings: Warnings) -> 
         raise apierrors.bad_request("the request body must be a JSON object")
     api_version, kind = obj.get("apiVersion"), obj.get("kind")
     if not api_version or not kind:
-        raise apierrors.bad_request("Object 'Kind' is missing in the request body" if not kind else
-                                    "Object 'apiVersion' is missing in the request body")
+        raise apierrors.bad_request(
+            "Object 'Kind' is missing in the request body"
+            if not kind
+            else "Object 'apiVersion' is missing in the request body"
+        )
     if api_version != rdef.api_version:
         raise apierrors.bad_request(
             f"the API version in the data ({api_version}) does not match the expected API version "

@@ -25,7 +25,9 @@ UNSUPPORTED_PATCH = ("application/strategic-merge-patch+json", "application/appl
 SubresourceHandler = Callable[[web.Request, RequestInfo], Awaitable[web.StreamResponse]]
 
 
-def respond(obj: Any, *, status: int = 200, target: Target = JSON, warnings: bodies.Warnings | None = None) -> web.Response:
+def respond(
+    obj: Any, *, status: int = 200, target: Target = JSON, warnings: bodies.Warnings | None = None
+) -> web.Response:
     resp = web.Response(body=options.encode(obj), status=status, content_type="application/json")
     if target is not JSON:
         resp.headers["Content-Type"] = content_type_for(target)
@@ -57,7 +59,9 @@ class ResourceHandler:
         if info.subresource and info.subresource != "status":
             handler = self.subresources.get(info.subresource)
             if handler is None:
-                raise apierrors.not_found(self.rdef.group, f"{self.rdef.resource}/{info.subresource}", info.name)
+                raise apierrors.not_found(
+                    self.rdef.group, f"{self.rdef.resource}/{info.subresource}", info.name
+                )
             return await handler(request, info)
         if info.subresource == "status" and self.rdef.status_strategy is None:
             raise apierrors.not_found(self.rdef.group, f"{self.rdef.resource}/status", info.name)
@@ -79,7 +83,10 @@ class ResourceHandler:
         obj = await self.store.get(info.namespace, info.name, resource_version=rv)
         if target.shape == "table":
             include = request.query.get("includeObject", "Metadata")
-            return respond(table.table([obj], self.rdef.printer_columns, version=target.version, include=include), target=target)
+            return respond(
+                table.table([obj], self.rdef.printer_columns, version=target.version, include=include),
+                target=target,
+            )
         if target.shape == "partial":
             return respond(table.partial(obj, target.version), target=target)
         return respond(obj)
@@ -88,7 +95,9 @@ class ResourceHandler:
         target = negotiate(request.headers.get("Accept", ""))
         opts = options.list_options(dict(request.query), namespaced=self.rdef.namespaced)
         result = await self.store.list(info.namespace, opts)
-        return respond(self.render_list(result, target, request.query.get("includeObject", "Metadata")), target=target)
+        return respond(
+            self.render_list(result, target, request.query.get("includeObject", "Metadata")), target=target
+        )
 
     def render_list(self, result: ListResult, target: Target, include: str) -> dict[str, Any]:
         meta: dict[str, Any] = {"resourceVersion": str(result.resource_version)}
@@ -97,10 +106,21 @@ class ResourceHandler:
         if result.remaining is not None:
             meta["remainingItemCount"] = result.remaining
         if target.shape == "table":
-            return table.table(result.items, self.rdef.printer_columns, version=target.version, include=include, list_meta=meta)
+            return table.table(
+                result.items,
+                self.rdef.printer_columns,
+                version=target.version,
+                include=include,
+                list_meta=meta,
+            )
         if target.shape == "partial":
             return table.partial_list(result.items, target.version, meta)
-        return {"apiVersion": self.rdef.api_version, "kind": self.rdef.list_kind, "metadata": meta, "items": result.items}
+        return {
+            "apiVersion": self.rdef.api_version,
+            "kind": self.rdef.list_kind,
+            "metadata": meta,
+            "items": result.items,
+        }
 
     async def watch(self, request: web.Request, info: RequestInfo) -> web.StreamResponse:
         target = negotiate(request.headers.get("Accept", ""))
@@ -129,14 +149,20 @@ class ResourceHandler:
             return copy.deepcopy(obj)
 
         updated = await self.store.update(
-            info.namespace, info.name, desired, subresource=info.subresource, dry_run=options.dry_run(dict(request.query))
+            info.namespace,
+            info.name,
+            desired,
+            subresource=info.subresource,
+            dry_run=options.dry_run(dict(request.query)),
         )
         return respond(updated, warnings=warnings)
 
     async def patch(self, request: web.Request, info: RequestInfo) -> web.StreamResponse:
         ctype = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
         if ctype not in PATCH_TYPES:
-            what = "server-side apply is not supported yet; " if ctype == "application/apply-patch+yaml" else ""
+            what = (
+                "server-side apply is not supported yet; " if ctype == "application/apply-patch+yaml" else ""
+            )
             raise apierrors.unsupported_media_type(
                 f'the patch content-type "{ctype}" is not supported: {what}'
                 f"supported patch types: {', '.join(PATCH_TYPES)}"
@@ -153,11 +179,17 @@ class ResourceHandler:
                 else:
                     patched = json_patch(current, patch)
             except PatchError as exc:
-                raise apierrors.StatusError(422, "Invalid", f"the patch could not be applied: {exc}") from None
+                raise apierrors.StatusError(
+                    422, "Invalid", f"the patch could not be applied: {exc}"
+                ) from None
             return bodies.check_object(patched, self.rdef, mode, warnings)
 
         updated = await self.store.update(
-            info.namespace, info.name, desired, subresource=info.subresource, dry_run=options.dry_run(dict(request.query))
+            info.namespace,
+            info.name,
+            desired,
+            subresource=info.subresource,
+            dry_run=options.dry_run(dict(request.query)),
         )
         return respond(updated, warnings=warnings)
 
@@ -167,16 +199,26 @@ class ResourceHandler:
 
     async def delete(self, request: web.Request, info: RequestInfo) -> web.StreamResponse:
         pre, policy, dry = options.delete_options(dict(request.query), await self._delete_body(request))
-        obj, deleted = await self.store.delete(info.namespace, info.name, preconditions=pre, propagation=policy, dry_run=dry)
+        obj, deleted = await self.store.delete(
+            info.namespace, info.name, preconditions=pre, propagation=policy, dry_run=dry
+        )
         if not deleted:
             return respond(obj)
-        details = {"name": info.name, "group": self.rdef.group, "kind": self.rdef.resource,
-                   "uid": obj.get("metadata", {}).get("uid", "")}
-        return respond({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details})
+        details = {
+            "name": info.name,
+            "group": self.rdef.group,
+            "kind": self.rdef.resource,
+            "uid": obj.get("metadata", {}).get("uid", ""),
+        }
+        return respond(
+            {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}
+        )
 
     async def delete_collection(self, request: web.Request, info: RequestInfo) -> web.StreamResponse:
         query = dict(request.query)
         _, policy, dry = options.delete_options(query, await self._delete_body(request))
         opts = options.list_options(query, namespaced=self.rdef.namespaced)
         items = await self.store.delete_collection(info.namespace, opts, propagation=policy, dry_run=dry)
-        return respond({"apiVersion": self.rdef.api_version, "kind": self.rdef.list_kind, "metadata": {}, "items": items})
+        return respond(
+            {"apiVersion": self.rdef.api_version, "kind": self.rdef.list_kind, "metadata": {}, "items": items}
+        )

@@ -8,6 +8,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from aggapi.auth.authn import Authenticator, UserInfo
 from aggapi.auth.authz import ALWAYS_ALLOW_PATHS, Attributes, Authorizer, path_allowed
@@ -18,7 +19,6 @@ from aggapi.metrics import Metrics
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 INFO_KEY = web.RequestKey("request_info", RequestInfo)
 USER_KEY = web.RequestKey("user", UserInfo)
@@ -46,7 +46,7 @@ def metrics_mw(metrics: Metrics) -> Middleware:
     @web.middleware
     async def mw(request: web.Request, handler: Handler) -> web.StreamResponse:
         info = request_info(request)
-        verb = info.verb.upper() if not info.is_resource else info.verb.upper()
+        verb = info.verb.upper()
         resource = info.resource or request.path
         started = time.monotonic()
         metrics.inflight.inc()
@@ -76,7 +76,9 @@ async def errors_mw(request: web.Request, handler: Handler) -> web.StreamRespons
     except apierrors.StatusError as err:
         return status_response(err)
     except web.HTTPNotFound:
-        return status_response(apierrors.StatusError(404, "NotFound", "the server could not find the requested resource"))
+        return status_response(
+            apierrors.StatusError(404, "NotFound", "the server could not find the requested resource")
+        )
     except web.HTTPMethodNotAllowed:
         return status_response(apierrors.method_not_allowed(request.method, request.path))
     except web.HTTPException:
@@ -107,8 +109,16 @@ def authz_mw(authorizer: Authorizer, always_allow: Sequence[str] = ALWAYS_ALLOW_
         user = request[USER_KEY]
         if not path_allowed(request.path, always_allow):
             attrs = Attributes(
-                user, info.verb, info.is_resource, request.path, info.group, info.version,
-                info.namespace, info.resource, info.subresource, info.name,
+                user,
+                info.verb,
+                info.is_resource,
+                request.path,
+                info.group,
+                info.version,
+                info.namespace,
+                info.resource,
+                info.subresource,
+                info.name,
             )
             decision = await authorizer.authorize(attrs)
             if not decision.allowed:
@@ -123,7 +133,11 @@ def _forbidden_message(a: Attributes, reason: str) -> str:
         msg = f'User "{a.user.name}" cannot {a.verb} path "{a.path}"'
     else:
         res = f"{a.resource}/{a.subresource}" if a.subresource else a.resource
-        msg = f'{a.resource}.{a.group} "{a.name}" is forbidden: ' if a.name else f"{a.resource}.{a.group} is forbidden: "
+        msg = (
+            f'{a.resource}.{a.group} "{a.name}" is forbidden: '
+            if a.name
+            else f"{a.resource}.{a.group} is forbidden: "
+        )
         msg += f'User "{a.user.name}" cannot {a.verb} resource "{res}" in API group "{a.group}"'
         msg += f' in the namespace "{a.namespace}"' if a.namespace else " at the cluster scope"
     return msg + (f": {reason}" if reason else "")

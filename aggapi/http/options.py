@@ -8,7 +8,7 @@ from typing import Any
 from aggapi.machinery import apierrors
 from aggapi.machinery.fields import parse_field_selector
 from aggapi.machinery.labels import SelectorError, parse_label_selector
-from aggapi.storage.interface import ListOptions, Predicate, Preconditions, WatchOptions
+from aggapi.storage.interface import ListOptions, Preconditions, Predicate, WatchOptions
 
 SELECTABLE = ("metadata.name", "metadata.namespace")
 
@@ -61,9 +61,15 @@ def list_options(query: dict[str, str], *, namespaced: bool) -> ListOptions:
     if match not in ("", "NotOlderThan", "Exact"):
         raise _invalid("resourceVersionMatch", match, 'supported values: "Exact", "NotOlderThan"')
     if match and rv == "":
-        raise _invalid("resourceVersionMatch", match, "resourceVersionMatch is forbidden unless resourceVersion is provided")
+        raise _invalid(
+            "resourceVersionMatch",
+            match,
+            "resourceVersionMatch is forbidden unless resourceVersion is provided",
+        )
     if match == "Exact" and rv == "0":
-        raise _invalid("resourceVersionMatch", match, "resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"")
+        raise _invalid(
+            "resourceVersionMatch", match, 'resourceVersionMatch "exact" is forbidden for resourceVersion "0"'
+        )
     if token and (match or rv not in ("", "0")):
         raise _invalid("continue", token, "specifying resourceVersion is not allowed when using continue")
     return ListOptions(rv, match, _int(query, "limit"), token, predicate(query, namespaced=namespaced))
@@ -74,8 +80,11 @@ def watch_options(query: dict[str, str], *, namespaced: bool) -> tuple[WatchOpti
     sie: bool | None = None if sie_raw == "" else sie_raw in ("true", "True", "1")
     rv = _rv(query)
     if sie is not None and query.get("resourceVersionMatch", "") != "NotOlderThan":
-        raise _invalid("resourceVersionMatch", query.get("resourceVersionMatch", ""),
-                       "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan")
+        raise _invalid(
+            "resourceVersionMatch",
+            query.get("resourceVersionMatch", ""),
+            "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+        )
     if sie and query.get("allowWatchBookmarks", "") not in ("true", "True", "1"):
         raise _invalid("allowWatchBookmarks", "", "sendInitialEvents requires allowWatchBookmarks=true")
     opts = WatchOptions(

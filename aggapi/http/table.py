@@ -17,7 +17,9 @@ NAME_DESCRIPTION = (
 
 
 def column_definitions(columns: Sequence[PrinterColumn]) -> list[dict[str, Any]]:
-    defs = [{"name": "Name", "type": "string", "format": "name", "description": NAME_DESCRIPTION, "priority": 0}]
+    defs = [
+        {"name": "Name", "type": "string", "format": "name", "description": NAME_DESCRIPTION, "priority": 0}
+    ]
     for c in columns:
         defs.append(
             {
@@ -48,10 +50,16 @@ def _cell(obj: Obj, col: PrinterColumn, now: datetime) -> Any:
 
 
 def partial(obj: Obj, version: str) -> Obj:
-    return {"kind": "PartialObjectMetadata", "apiVersion": f"meta.k8s.io/{version}", "metadata": obj["metadata"]}
+    return {
+        "kind": "PartialObjectMetadata",
+        "apiVersion": f"meta.k8s.io/{version}",
+        "metadata": obj["metadata"],
+    }
 
 
-def row(obj: Obj, columns: Sequence[PrinterColumn], include: str, version: str, now: datetime) -> dict[str, Any]:
+def row(
+    obj: Obj, columns: Sequence[PrinterColumn], include: str, version: str, now: datetime
+) -> dict[str, Any]:
     r: dict[str, Any] = {"cells": [obj["metadata"].get("name", "")] + [_cell(obj, c, now) for c in columns]}
     if include == "Object":
         r["object"] = obj

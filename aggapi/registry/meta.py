@@ -44,7 +44,7 @@ def validate_meta(meta: Any, *, namespaced: bool) -> list[FieldError]:
     if namespaced and not meta.get("namespace"):
         errs.append(FieldError.required("metadata.namespace"))
     errs += [
-        FieldError("metadata.labels" if not p else p, "FieldValueInvalid", m)
+        FieldError(p or "metadata.labels", "FieldValueInvalid", m)
         for p, m in validate_labels(meta.get("labels"), "metadata.labels")
     ]
     errs += [
@@ -96,7 +96,8 @@ def validate_meta_update(new: Obj, old: Obj) -> list[FieldError]:
             errs.append(
                 FieldError.forbidden(
                     "metadata.finalizers",
-                    f"no new finalizers can be added if the object is being deleted, found new finalizers {sorted(added)!r}",
+                    "no new finalizers can be added if the object is being deleted, "
+                    f"found new finalizers {sorted(added)!r}",
                 )
             )
     return errs

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -15,6 +16,8 @@ from aggapi.registry.meta import generate_name, spec_changed, validate_meta, val
 from aggapi.registry.resource import FieldError, Obj, ResourceDef, Strategy
 from aggapi.storage import errors
 from aggapi.storage.interface import ListOptions, ListResult, Preconditions, Storage, Watch, WatchOptions
+
+ObjList = list[Obj]
 
 # An update function receives a private copy of the current object and returns the desired one.
 ObjectUpdate = Callable[[Obj], Awaitable[Obj]]
@@ -155,10 +158,8 @@ class Store:
             if meta.get("deletionTimestamp") and not meta.get("finalizers"):
                 # The last finalizer is gone: the deletion that was waiting for it completes now.
                 pre = Preconditions(resource_version=meta.get("resourceVersion"))
-                try:
+                with contextlib.suppress(errors.KeyNotFound):  # someone else completed it
                     await self.storage.delete(key, preconditions=pre, dry_run=dry_run)
-                except errors.KeyNotFound:
-                    pass
             return updated
 
     def _before_update(self, new: Obj, old: Obj, strategy: Strategy, namespace: str, name: str) -> Obj:
@@ -246,9 +247,9 @@ class Store:
 
     async def delete_collection(
         self, namespace: str, opts: ListOptions, *, propagation: str = "", dry_run: bool = False
-    ) -> list[Obj]:
+    ) -> ObjList:
         listed = await self.list(namespace, ListOptions(predicate=opts.predicate))
-        out: list[Obj] = []
+        out: ObjList = []
         for obj in listed.items:
             meta = obj["metadata"]
             try:

@@ -143,7 +143,7 @@ class EtcdStore:
         return await self.client.current_revision()
 
     async def get_list(self, prefix: str, opts: ListOptions) -> ListResult:
-        """A consistent snapshot list straight from etcd, paginated at one revision like kube's etcd3 store."""
+        """A consistent snapshot list straight from etcd, paged at one revision like kube's etcd3 store."""
         if not prefix.endswith("/"):
             prefix += "/"
         pkey = prefix.encode()

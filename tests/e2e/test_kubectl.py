@@ -55,11 +55,23 @@ def test_patch_merge_and_json(kubeconfig: Path, tmp_path: Path) -> None:
     manifest = tmp_path / "pool.yaml"
     manifest.write_text(POOL.format(name="k-patch", type="Edge", zone="a"))
     ok(kubectl(kubeconfig, "create", "-f", str(manifest)))
-    ok(kubectl(kubeconfig, "patch", "np", "k-patch", "--type", "merge", "-p", '{"spec":{"labels":{"extra":"1"}}}'))
-    ok(kubectl(
-        kubeconfig, "patch", "np", "k-patch", "--type", "json",
-        "-p", '[{"op":"add","path":"/spec/annotations","value":{"note":"x"}},{"op":"remove","path":"/spec/taints"}]',
-    ))
+    ok(
+        kubectl(
+            kubeconfig, "patch", "np", "k-patch", "--type", "merge", "-p", '{"spec":{"labels":{"extra":"1"}}}'
+        )
+    )
+    ok(
+        kubectl(
+            kubeconfig,
+            "patch",
+            "np",
+            "k-patch",
+            "--type",
+            "json",
+            "-p",
+            '[{"op":"add","path":"/spec/annotations","value":{"note":"x"}},{"op":"remove","path":"/spec/taints"}]',
+        )
+    )
     obj = json.loads(ok(kubectl(kubeconfig, "get", "np", "k-patch", "-o", "json")))
     assert obj["spec"]["labels"] == {"zone": "a", "extra": "1"}
     assert obj["spec"]["annotations"] == {"note": "x"}
@@ -94,13 +106,19 @@ def test_delete(kubeconfig: Path, tmp_path: Path) -> None:
 def test_label_and_field_selectors(kubeconfig: Path, tmp_path: Path) -> None:
     for name, zone in (("k-sel-a", "north"), ("k-sel-b", "south")):
         manifest = tmp_path / f"{name}.yaml"
-        manifest.write_text(POOL.format(name=name, type="Edge", zone=zone).replace("suite: kubectl", f"sel: {zone}"))
+        manifest.write_text(
+            POOL.format(name=name, type="Edge", zone=zone).replace("suite: kubectl", f"sel: {zone}")
+        )
         ok(kubectl(kubeconfig, "create", "-f", str(manifest)))
     names = ok(kubectl(kubeconfig, "get", "np", "-l", "sel=north", "-o", "name")).split()
     assert names == ["nodepool.edge.aggapi.io/k-sel-a"]
-    names = ok(kubectl(kubeconfig, "get", "np", "-l", "sel in (north,south),sel!=north", "-o", "name")).split()
+    names = ok(
+        kubectl(kubeconfig, "get", "np", "-l", "sel in (north,south),sel!=north", "-o", "name")
+    ).split()
     assert names == ["nodepool.edge.aggapi.io/k-sel-b"]
-    names = ok(kubectl(kubeconfig, "get", "np", "--field-selector", "metadata.name=k-sel-b", "-o", "name")).split()
+    names = ok(
+        kubectl(kubeconfig, "get", "np", "--field-selector", "metadata.name=k-sel-b", "-o", "name")
+    ).split()
     assert names == ["nodepool.edge.aggapi.io/k-sel-b"]
     res = kubectl(kubeconfig, "get", "np", "--field-selector", "spec.type=Edge")
     assert res.returncode != 0 and "field selector" in res.stderr
@@ -114,13 +132,35 @@ def test_get_watch_sees_change_by_another_client(kubeconfig: Path, tmp_path: Pat
     from support.aggapi import KUBECTL
 
     watcher = subprocess.Popen(
-        [str(KUBECTL), "get", "np", "k-watch", "-w", "-o", "custom-columns=NAME:.metadata.name,ZONE:.spec.labels.zone",
-         "--request-timeout=0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**__import__("os").environ, **env},
+        [
+            str(KUBECTL),
+            "get",
+            "np",
+            "k-watch",
+            "-w",
+            "-o",
+            "custom-columns=NAME:.metadata.name,ZONE:.spec.labels.zone",
+            "--request-timeout=0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**__import__("os").environ, **env},
     )
     try:
         time.sleep(1.5)  # let the watch start after the initial list
-        ok(kubectl(kubeconfig, "patch", "np", "k-watch", "--type", "merge", "-p", '{"spec":{"labels":{"zone":"z9"}}}'))
+        ok(
+            kubectl(
+                kubeconfig,
+                "patch",
+                "np",
+                "k-watch",
+                "--type",
+                "merge",
+                "-p",
+                '{"spec":{"labels":{"zone":"z9"}}}',
+            )
+        )
         deadline = time.monotonic() + 20
         seen = ""
         assert watcher.stdout is not None
@@ -137,8 +177,12 @@ def test_get_watch_sees_change_by_another_client(kubeconfig: Path, tmp_path: Pat
 
 def test_chunked_list_over_500_objects(kubeconfig: Path, tmp_path: Path) -> None:
     items = [
-        {"apiVersion": "edge.aggapi.io/v1alpha1", "kind": "NodePool",
-         "metadata": {"name": f"k-chunk-{i:03d}", "labels": {"chunk": "yes"}}, "spec": {"type": "Edge"}}
+        {
+            "apiVersion": "edge.aggapi.io/v1alpha1",
+            "kind": "NodePool",
+            "metadata": {"name": f"k-chunk-{i:03d}", "labels": {"chunk": "yes"}},
+            "spec": {"type": "Edge"},
+        }
         for i in range(520)
     ]
     # Multi-document YAML, not a v1 List: kubectl validates a List against the core group's OpenAPI,

@@ -4,6 +4,7 @@ an aiohttp client with the admin client certificate, and the real kubectl."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -52,11 +53,18 @@ class AggapiServer:
         log = self.log_file.open("ab")
         self.proc = subprocess.Popen(
             [
-                sys.executable, "-m", "aggapi", "serve",
-                "--bind-address=127.0.0.1", f"--secure-port={self.port}",
-                f"--tls-cert-file={self.pki.serving_cert}", f"--tls-private-key-file={self.pki.serving_key}",
-                f"--client-ca-file={self.pki.ca}", f"--etcd-servers={self.etcd_servers}",
-                f"--etcd-prefix={self.prefix}", *self.extra_args,
+                sys.executable,
+                "-m",
+                "aggapi",
+                "serve",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={self.port}",
+                f"--tls-cert-file={self.pki.serving_cert}",
+                f"--tls-private-key-file={self.pki.serving_key}",
+                f"--client-ca-file={self.pki.ca}",
+                f"--etcd-servers={self.etcd_servers}",
+                f"--etcd-prefix={self.prefix}",
+                *self.extra_args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -97,8 +105,11 @@ class AggapiServer:
 
     def kubeconfig(self, path: Path) -> Path:
         write_kubeconfig(
-            path, server=self.url, ca_pem=self.pki.ca.read_bytes(),
-            cert_path=self.pki.admin_cert, key_path=self.pki.admin_key,
+            path,
+            server=self.url,
+            ca_pem=self.pki.ca.read_bytes(),
+            cert_path=self.pki.admin_cert,
+            key_path=self.pki.admin_key,
         )
         return path
 
@@ -114,7 +125,12 @@ NP = "/apis/edge.aggapi.io/v1alpha1/nodepools"
 
 
 def nodepool(name: str, **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": "edge.aggapi.io/v1alpha1", "kind": "NodePool", "metadata": {"name": name}, "spec": spec}
+    return {
+        "apiVersion": "edge.aggapi.io/v1alpha1",
+        "kind": "NodePool",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
 
 
 class Api:
@@ -125,13 +141,21 @@ class Api:
         self.session = session
 
     async def request(
-        self, method: str, path: str, body: Any = None, *, raw: bytes | None = None,
-        content_type: str = "application/json", headers: dict[str, str] | None = None,
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        raw: bytes | None = None,
+        content_type: str = "application/json",
+        headers: dict[str, str] | None = None,
         params: dict[str, str] | None = None,
     ) -> tuple[int, Any]:
         hdrs = {"Content-Type": content_type, **(headers or {})}
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        async with self.session.request(method, self.base + path, data=data, headers=hdrs, params=params) as r:
+        async with self.session.request(
+            method, self.base + path, data=data, headers=hdrs, params=params
+        ) as r:
             text = await r.read()
             try:
                 return r.status, json.loads(text) if text else None
@@ -148,7 +172,9 @@ class Api:
         return await self.request("PUT", path, body, **kw)
 
     async def patch(self, path: str, body: Any, kind: str = "merge", **kw: Any) -> tuple[int, Any]:
-        ctype = {"merge": "application/merge-patch+json", "json": "application/json-patch+json"}.get(kind, kind)
+        ctype = {"merge": "application/merge-patch+json", "json": "application/json-patch+json"}.get(
+            kind, kind
+        )
         return await self.request("PATCH", path, body, content_type=ctype, **kw)
 
     async def delete(self, path: str, body: Any = None, **kw: Any) -> tuple[int, Any]:
@@ -159,7 +185,9 @@ class Api:
         """Events of one watch stream, decoded, in a queue that the caller drains."""
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         q = {"watch": "true", **params}
-        async with self.session.get(self.base + path, params=q, timeout=aiohttp.ClientTimeout(total=None)) as r:
+        async with self.session.get(
+            self.base + path, params=q, timeout=aiohttp.ClientTimeout(total=None)
+        ) as r:
             assert r.status == 200, await r.text()
 
             async def pump() -> None:
@@ -172,10 +200,8 @@ class Api:
                 yield queue
             finally:
                 task.cancel()
-                try:
+                with contextlib.suppress(asyncio.CancelledError, aiohttp.ClientError):
                     await task
-                except (asyncio.CancelledError, aiohttp.ClientError):
-                    pass
 
 
 @asynccontextmanager
@@ -185,10 +211,21 @@ async def api_client(server: AggapiServer, *, with_cert: bool = True) -> AsyncIt
         yield Api(server.url, session)
 
 
-def kubectl(kubeconfig: Path, *args: str, input: str | None = None, env: dict[str, str] | None = None,
-            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def kubectl(
+    kubeconfig: Path,
+    *args: str,
+    input: str | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
     """Run the real kubectl (blocking: use only from sync tests or via asyncio.to_thread)."""
     full_env = {**os.environ, "KUBECONFIG": str(kubeconfig), "HOME": str(kubeconfig.parent), **(env or {})}
     return subprocess.run(
-        [str(KUBECTL), *args], input=input, capture_output=True, text=True, env=full_env, timeout=timeout
+        [str(KUBECTL), *args],
+        check=False,
+        input=input,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
     )
