@@ -7,6 +7,8 @@ import ipaddress
 import os
 from dataclasses import dataclass, field
 
+from aggapi.machinery.validation import parse_go_duration
+
 
 @dataclass(frozen=True, slots=True)
 class ServingOptions:
@@ -39,9 +41,12 @@ class EtcdOptions:
     cafile: str = ""
     certfile: str = ""
     keyfile: str = ""
+    compaction_interval: float = 300.0  # kube's --etcd-compaction-interval default (5m); 0 disables
 
     def validate(self) -> list[str]:
         errs = []
+        if self.compaction_interval < 0:
+            errs.append("--etcd-compaction-interval must not be negative")
         if not self.servers:
             errs.append("--etcd-servers must name at least one endpoint")
         if not self.prefix.startswith("/"):
@@ -85,6 +90,13 @@ class ServerOptions:
         return self.serving.validate() + self.etcd.validate() + self.authn.validate() + self.cache.validate()
 
 
+def _duration(text: str) -> float:
+    try:
+        return parse_go_duration(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r} (examples: 300s, 5m, 1h)") from None
+
+
 def add_serve_flags(p: argparse.ArgumentParser) -> None:
     d = ServerOptions()
     p.add_argument("--bind-address", default=d.serving.bind_address)
@@ -101,6 +113,12 @@ def add_serve_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--etcd-cafile", default="")
     p.add_argument("--etcd-certfile", default="")
     p.add_argument("--etcd-keyfile", default="")
+    p.add_argument(
+        "--etcd-compaction-interval",
+        type=_duration,
+        default=d.etcd.compaction_interval,
+        help="how often etcd history is compacted (Go duration, e.g. 5m; 0 disables)",
+    )
     p.add_argument(
         "--client-ca-file", default="", help="CA bundle that signs client certificates (CN=user, O=groups)"
     )
@@ -119,6 +137,7 @@ def from_args(a: argparse.Namespace) -> ServerOptions:
             a.etcd_cafile,
             a.etcd_certfile,
             a.etcd_keyfile,
+            a.etcd_compaction_interval,
         ),
         authn=AuthnOptions(a.client_ca_file),
         cache=CacheOptions(a.watch_cache_size),

@@ -29,6 +29,7 @@ from aggapi.options import ServerOptions
 from aggapi.registry.resource import ResourceDef
 from aggapi.registry.store import Store
 from aggapi.storage.cacher import CacheConfig, Cacher
+from aggapi.storage.compactor import run_compactor
 from aggapi.storage.etcd import EtcdClient, EtcdConfig
 from aggapi.storage.etcdstore import EtcdStore
 
@@ -93,6 +94,10 @@ async def _storage(app: web.Application, opts: ServerOptions) -> AsyncIterator[N
         metrics.watch_count(rdef.resource, _counter(cacher))
         rt.tasks.append(asyncio.create_task(cacher.run(), name=f"watch-cache:{rdef.resource}"))
         rt.tasks.append(asyncio.create_task(cacher.bookmark_loop(), name=f"bookmarks:{rdef.resource}"))
+    if e.compaction_interval > 0:
+        rt.tasks.append(
+            asyncio.create_task(run_compactor(client, e.compaction_interval), name="etcd-compactor")
+        )
     try:
         yield
     finally:
