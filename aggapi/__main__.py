@@ -5,55 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
-import socket
+import os
 import sys
 from pathlib import Path
 
-from aiohttp import web
-
 from aggapi.certs_cli import add_certs_parser, run_certs
-from aggapi.options import ServerOptions, add_serve_flags, from_args
+from aggapi.options import add_serve_flags, from_args
 
 log = logging.getLogger("aggapi")
-
-
-def _serving_files(opts: ServerOptions) -> tuple[str, str]:
-    s = opts.serving
-    if s.tls_cert_file:
-        return s.tls_cert_file, s.tls_private_key_file
-    from certs.files import ensure_self_signed_serving
-
-    names = ["localhost", socket.gethostname()]
-    cert, key = ensure_self_signed_serving(
-        Path(s.cert_dir), common_name="aggapi", dns_names=names, ips=["127.0.0.1", "::1"]
-    )
-    return str(cert), str(key)
-
-
-async def serve(opts: ServerOptions) -> None:
-    from aggapi.server import build_app, server_ssl_context
-
-    cert, key = _serving_files(opts)
-    ctx = server_ssl_context(cert, key, opts.authn.client_ca_file)
-    app = build_app(opts)
-    # handler_cancellation: a client that goes away cancels its handler, so idle watches are freed.
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(
-        runner, opts.serving.bind_address, opts.serving.secure_port, ssl_context=ctx, backlog=1024
-    )
-    await site.start()
-    log.info("serving securely on %s:%d", opts.serving.bind_address, opts.serving.secure_port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        log.info("shutting down")
-        await runner.cleanup()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         return run_lab(Path(args.dir), args.port)
-    opts = from_args(args)
+    # Like the Go generic apiserver: in a pod without kubeconfig flags, delegate to the cluster.
+    opts = from_args(args, in_cluster=bool(os.environ.get("KUBERNETES_SERVICE_HOST")))
     level = logging.DEBUG if opts.verbosity >= 4 else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     errs = opts.validate()
@@ -83,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         for e in errs:
             print(f"aggapi serve: {e}", file=sys.stderr)
         return 2
+    from aggapi.serve import serve
+
     asyncio.run(serve(opts))
     return 0
 

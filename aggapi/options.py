@@ -61,12 +61,44 @@ class EtcdOptions:
 
 @dataclass(frozen=True, slots=True)
 class AuthnOptions:
+    """Delegated authentication/authorization, named as in kube's generic apiserver. With neither a
+    kubeconfig nor in-cluster credentials the server authenticates client certificates only and lets
+    every authenticated user do everything (the standalone lab mode)."""
+
     client_ca_file: str = ""
+    requestheader_client_ca_file: str = ""
+    requestheader_allowed_names: tuple[str, ...] = ()
+    requestheader_username_headers: tuple[str, ...] = ("X-Remote-User",)
+    requestheader_group_headers: tuple[str, ...] = ("X-Remote-Group",)
+    requestheader_extra_headers_prefix: tuple[str, ...] = ("X-Remote-Extra-",)
+    authentication_kubeconfig: str = ""
+    authorization_kubeconfig: str = ""
+    in_cluster: bool = False  # use the pod's service account when no kubeconfig is given
+    always_allow_paths: tuple[str, ...] = ("/healthz", "/readyz", "/livez")
+    always_allow_groups: tuple[str, ...] = ("system:masters",)
+    token_cache_ttl: float = 10.0
+    authz_allowed_ttl: float = 10.0
+    authz_denied_ttl: float = 10.0
+
+    @property
+    def delegated_authn(self) -> bool:
+        return bool(self.authentication_kubeconfig) or self.in_cluster
+
+    @property
+    def delegated_authz(self) -> bool:
+        return bool(self.authorization_kubeconfig) or self.in_cluster
 
     def validate(self) -> list[str]:
-        if self.client_ca_file and not os.path.isfile(self.client_ca_file):
-            return [f"--client-ca-file {self.client_ca_file}: no such file"]
-        return []
+        errs = []
+        for flag, f in (
+            ("--client-ca-file", self.client_ca_file),
+            ("--requestheader-client-ca-file", self.requestheader_client_ca_file),
+            ("--authentication-kubeconfig", self.authentication_kubeconfig),
+            ("--authorization-kubeconfig", self.authorization_kubeconfig),
+        ):
+            if f and not os.path.isfile(f):
+                errs.append(f"{flag} {f}: no such file")
+        return errs
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,27 +151,71 @@ def add_serve_flags(p: argparse.ArgumentParser) -> None:
         default=d.etcd.compaction_interval,
         help="how often etcd history is compacted (Go duration, e.g. 5m; 0 disables)",
     )
+    a = d.authn
     p.add_argument(
-        "--client-ca-file", default="", help="CA bundle that signs client certificates (CN=user, O=groups)"
+        "--client-ca-file", default="", help="CA that signs client certificates (CN=user, O=groups)"
+    )
+    p.add_argument(
+        "--requestheader-client-ca-file", default="", help="CA of the front proxy's client certificate"
+    )
+    p.add_argument(
+        "--requestheader-allowed-names", default="", help="comma-separated allowed front-proxy CNs"
+    )
+    p.add_argument("--requestheader-username-headers", default=",".join(a.requestheader_username_headers))
+    p.add_argument("--requestheader-group-headers", default=",".join(a.requestheader_group_headers))
+    p.add_argument(
+        "--requestheader-extra-headers-prefix", default=",".join(a.requestheader_extra_headers_prefix)
+    )
+    p.add_argument(
+        "--authentication-kubeconfig", default="", help="kube-apiserver for TokenReview and CA ConfigMap"
+    )
+    p.add_argument("--authorization-kubeconfig", default="", help="kube-apiserver for SubjectAccessReview")
+    p.add_argument("--authorization-always-allow-paths", default=",".join(a.always_allow_paths))
+    p.add_argument("--authorization-always-allow-groups", default=",".join(a.always_allow_groups))
+    p.add_argument("--authentication-token-webhook-cache-ttl", type=_duration, default=a.token_cache_ttl)
+    p.add_argument(
+        "--authorization-webhook-cache-authorized-ttl", type=_duration, default=a.authz_allowed_ttl
+    )
+    p.add_argument(
+        "--authorization-webhook-cache-unauthorized-ttl", type=_duration, default=a.authz_denied_ttl
     )
     p.add_argument("--watch-cache-size", type=int, default=d.cache.capacity)
     p.add_argument("-v", "--v", dest="verbosity", type=int, default=0)
 
 
-def from_args(a: argparse.Namespace) -> ServerOptions:
+def _list(text: str) -> tuple[str, ...]:
+    return tuple(s.strip() for s in text.split(",") if s.strip())
+
+
+def from_args(a: argparse.Namespace, *, in_cluster: bool = False) -> ServerOptions:
     return ServerOptions(
         serving=ServingOptions(
             a.bind_address, a.secure_port, a.tls_cert_file, a.tls_private_key_file, a.cert_dir
         ),
         etcd=EtcdOptions(
-            tuple(s.strip() for s in a.etcd_servers.split(",") if s.strip()),
+            _list(a.etcd_servers),
             a.etcd_prefix,
             a.etcd_cafile,
             a.etcd_certfile,
             a.etcd_keyfile,
             a.etcd_compaction_interval,
         ),
-        authn=AuthnOptions(a.client_ca_file),
+        authn=AuthnOptions(
+            client_ca_file=a.client_ca_file,
+            requestheader_client_ca_file=a.requestheader_client_ca_file,
+            requestheader_allowed_names=_list(a.requestheader_allowed_names),
+            requestheader_username_headers=_list(a.requestheader_username_headers),
+            requestheader_group_headers=_list(a.requestheader_group_headers),
+            requestheader_extra_headers_prefix=_list(a.requestheader_extra_headers_prefix),
+            authentication_kubeconfig=a.authentication_kubeconfig,
+            authorization_kubeconfig=a.authorization_kubeconfig,
+            in_cluster=in_cluster,
+            always_allow_paths=_list(a.authorization_always_allow_paths),
+            always_allow_groups=_list(a.authorization_always_allow_groups),
+            token_cache_ttl=a.authentication_token_webhook_cache_ttl,
+            authz_allowed_ttl=a.authorization_webhook_cache_authorized_ttl,
+            authz_denied_ttl=a.authorization_webhook_cache_unauthorized_ttl,
+        ),
         cache=CacheOptions(a.watch_cache_size),
         verbosity=a.verbosity,
     )

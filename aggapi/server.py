@@ -7,8 +7,7 @@ import asyncio
 import contextlib
 import logging
 import platform
-import ssl
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,8 +15,8 @@ from aiohttp import web
 
 from aggapi import __version__, discovery, openapi
 from aggapi.apis.registry import KINDS
-from aggapi.auth.authn import Authenticator, Chain, X509Authenticator
-from aggapi.auth.authz import AuthenticatedOnly, Authorizer
+from aggapi.auth.authn import Authenticator
+from aggapi.auth.authz import Authorizer
 from aggapi.healthz import HealthCheck
 from aggapi.healthz import handler as health_handler
 from aggapi.http.handlers import ResourceHandler, respond
@@ -51,32 +50,40 @@ RUNTIME = web.AppKey("runtime", Runtime)
 METRICS = web.AppKey("metrics", Metrics)
 
 
+# A named long-running loop that the server starts with storage and cancels on shutdown.
+Background = tuple[str, Callable[[], Coroutine[Any, Any, None]]]
+
+
 def build_app(
     opts: ServerOptions,
     *,
+    authenticator: Authenticator,
+    authorizer: Authorizer,
+    metrics: Metrics | None = None,
     kinds: Sequence[ResourceDef] = KINDS,
-    authenticator: Authenticator | None = None,
-    authorizer: Authorizer | None = None,
+    background: Sequence[Background] = (),
 ) -> web.Application:
-    metrics = Metrics()
+    metrics = metrics or Metrics()
     app = web.Application(
         middlewares=[
             metrics_mw(metrics),
             errors_mw,
-            authn_mw(authenticator or Chain([X509Authenticator()])),
-            authz_mw(authorizer or AuthenticatedOnly()),
+            authn_mw(authenticator, opts.authn.always_allow_paths),
+            authz_mw(authorizer, opts.authn.always_allow_paths),
         ],
         client_max_size=4 * 1024 * 1024,
     )
     rt = Runtime(kinds)
     app[RUNTIME] = rt
     app[METRICS] = metrics
-    app.cleanup_ctx.append(lambda a: _storage(a, opts))
+    app.cleanup_ctx.append(lambda a: _lifecycle(a, opts, background))
     _routes(app, rt, metrics)
     return app
 
 
-async def _storage(app: web.Application, opts: ServerOptions) -> AsyncIterator[None]:
+async def _lifecycle(
+    app: web.Application, opts: ServerOptions, background: Sequence[Background]
+) -> AsyncIterator[None]:
     rt, metrics = app[RUNTIME], app[METRICS]
     e = opts.etcd
     client = EtcdClient(EtcdConfig(e.servers, e.cafile or None, e.certfile or None, e.keyfile or None))
@@ -94,6 +101,8 @@ async def _storage(app: web.Application, opts: ServerOptions) -> AsyncIterator[N
         metrics.watch_count(rdef.resource, _counter(cacher))
         rt.tasks.append(asyncio.create_task(cacher.run(), name=f"watch-cache:{rdef.resource}"))
         rt.tasks.append(asyncio.create_task(cacher.bookmark_loop(), name=f"bookmarks:{rdef.resource}"))
+    for name, loop in background:
+        rt.tasks.append(asyncio.create_task(loop(), name=name))
     if e.compaction_interval > 0:
         rt.tasks.append(
             asyncio.create_task(run_compactor(client, e.compaction_interval), name="etcd-compactor")
@@ -239,15 +248,3 @@ def _etagged(request: web.Request, body: dict[str, Any], content_type: str) -> w
     resp.headers["Content-Type"] = content_type
     resp.headers.update(headers)
     return resp
-
-
-def server_ssl_context(cert: str, key: str, client_ca: str) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(cert, key)
-    if client_ca:
-        ctx.load_verify_locations(client_ca)
-        # Optional: health probes come without a client cert; everything else must authenticate.
-        ctx.verify_mode = ssl.CERT_OPTIONAL
-    ctx.set_alpn_protocols(["http/1.1"])
-    return ctx
