@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 _WATCH_TRUE = ("true", "True", "1")
+NAMESPACE_SUBRESOURCES = ("status", "finalize")
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,31 +31,36 @@ def is_watch(query: dict[str, str]) -> bool:
 def parse(method: str, path: str, query: dict[str, str]) -> RequestInfo:
     http_verb = method.lower()
     parts = [unquote(p) for p in path.strip("/").split("/")] if path.strip("/") else []
-    if len(parts) < 3 or parts[0] != "apis":
+    if len(parts) >= 2 and parts[0] == "api":  # the legacy core group: /api/v1/...
+        group, version, rest = "", parts[1], parts[2:]
+    elif len(parts) >= 3 and parts[0] == "apis":
+        group, version, rest = parts[1], parts[2], parts[3:]
+    else:
         return RequestInfo(path, http_verb, False)
-    group, version, rest = parts[1], parts[2], parts[3:]
     if not rest:
         return RequestInfo(path, http_verb, False, group, version)
     namespace = ""
-    if rest[0] == "namespaces" and len(rest) >= 3:
-        namespace, rest = rest[1], rest[2:]
-    elif rest[0] == "namespaces" and len(rest) == 2:
-        # GET /apis/g/v/namespaces/<ns> is the namespace object itself in kube; we serve no such thing.
-        return RequestInfo(path, http_verb, True, group, version, "", "namespaces", "", rest[1])
+    if rest[0] == "namespaces" and len(rest) > 1:
+        namespace = rest[1]
+        # kube: after the namespace name comes a resource, unless it is a namespace subresource.
+        if len(rest) > 2 and rest[2] not in NAMESPACE_SUBRESOURCES:
+            rest = rest[2:]
+        else:
+            # /namespaces/<ns>[/status|finalize] is the Namespace object itself.
+            sub = rest[2] if len(rest) > 2 else ""
+            verb = _verb(http_verb, query, named=True)
+            return RequestInfo(path, verb, True, group, version, namespace, "namespaces", sub, namespace)
     resource = rest[0]
     name = rest[1] if len(rest) > 1 else ""
     subresource = rest[2] if len(rest) > 2 else ""
     extra = tuple(rest[3:])
-    if http_verb in ("get", "head"):
-        verb = "get" if name else ("watch" if is_watch(query) else "list")
-    elif http_verb == "post":
-        verb = "create"
-    elif http_verb == "put":
-        verb = "update"
-    elif http_verb == "patch":
-        verb = "patch"
-    elif http_verb == "delete":
-        verb = "delete" if name else "deletecollection"
-    else:
-        verb = http_verb
+    verb = _verb(http_verb, query, named=bool(name))
     return RequestInfo(path, verb, True, group, version, namespace, resource, subresource, name, extra)
+
+
+def _verb(http_verb: str, query: dict[str, str], *, named: bool) -> str:
+    if http_verb in ("get", "head"):
+        return ("watch" if is_watch(query) else "get") if named else ("watch" if is_watch(query) else "list")
+    if http_verb == "delete":
+        return "delete" if named else "deletecollection"
+    return {"post": "create", "put": "update", "patch": "patch"}.get(http_verb, http_verb)
