@@ -17,6 +17,7 @@ class ServingOptions:
     tls_cert_file: str = ""
     tls_private_key_file: str = ""
     cert_dir: str = "apiserver.local.config/certificates"
+    cert_reload_interval: float = 10.0  # how often certificate and CA files are checked for changes
 
     def validate(self) -> list[str]:
         errs = []
@@ -140,6 +141,12 @@ def add_serve_flags(p: argparse.ArgumentParser) -> None:
         default=d.serving.cert_dir,
         help="where a self-signed serving certificate is made when --tls-cert-file is not given",
     )
+    p.add_argument(
+        "--cert-reload-interval",
+        type=_duration,
+        default=d.serving.cert_reload_interval,
+        help="how often serving certificate and client CA files are checked for changes",
+    )
     p.add_argument("--etcd-servers", default=",".join(d.etcd.servers), help="comma-separated etcd endpoints")
     p.add_argument("--etcd-prefix", default=d.etcd.prefix)
     p.add_argument("--etcd-cafile", default="")
@@ -190,7 +197,12 @@ def _list(text: str) -> tuple[str, ...]:
 def from_args(a: argparse.Namespace, *, in_cluster: bool = False) -> ServerOptions:
     return ServerOptions(
         serving=ServingOptions(
-            a.bind_address, a.secure_port, a.tls_cert_file, a.tls_private_key_file, a.cert_dir
+            a.bind_address,
+            a.secure_port,
+            a.tls_cert_file,
+            a.tls_private_key_file,
+            a.cert_dir,
+            a.cert_reload_interval,
         ),
         etcd=EtcdOptions(
             _list(a.etcd_servers),

@@ -77,7 +77,21 @@ async def serve(opts: ServerOptions) -> None:
     metrics = Metrics()
     cert, key = serving_files(opts)
     tls = DynamicServingTLS(cert, key, source, metrics)
-    background: list[Background] = [("serving-cert-reload", tls.run)]
+
+    interval = opts.serving.cert_reload_interval
+
+    async def reload_ca_files() -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                source.set_overrides(flag_overrides(a))
+            except (OSError, ValueError) as exc:  # mid-rotation: keep the CAs we have
+                log.warning("client CA files not reloaded: %s", exc)
+
+    background: list[Background] = [
+        ("serving-cert-reload", lambda: tls.run(interval)),
+        ("client-ca-reload", reload_ca_files),
+    ]
     if authn_api is not None:
         background.append(("extension-apiserver-authentication", source.run))
     app = build_app(

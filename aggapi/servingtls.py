@@ -59,6 +59,13 @@ class DynamicServingTLS:
         if self._metrics is not None:
             cert = x509.load_pem_x509_certificate(Path(self.cert_file).read_bytes())
             self._metrics.cert_expiry.labels("serving").set(cert.not_valid_after_utc.timestamp())
+            auth = self._auth()
+            front = auth.requestheader.cas if auth.requestheader else ()
+            for label, cas in (("client-ca", auth.client_cas), ("requestheader-ca", front)):
+                if cas:  # the soonest expiry is the one that matters
+                    self._metrics.cert_expiry.labels(label).set(
+                        min(c.not_valid_after_utc.timestamp() for c in cas)
+                    )
         return ctx
 
     def _select(self, sslobj: ssl.SSLObject, _name: str | None, _ctx: ssl.SSLContext) -> None:

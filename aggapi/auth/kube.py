@@ -109,6 +109,13 @@ class AuthConfigSource:
     def __call__(self) -> AuthConfig:
         return self.current
 
+    def set_overrides(self, overrides: AuthConfig) -> None:
+        """New flag-given CAs (their files changed on disk)."""
+        if overrides != self._overrides:
+            self._overrides = overrides
+            self.current = self._merge()
+            log.info("client CA files changed: reloaded")
+
     def _merge(self) -> AuthConfig:
         o, p = self._overrides, self._published
         # Flags win over the ConfigMap, one setting at a time (as in the Go delegating options).

@@ -32,7 +32,11 @@ async def test_rotated_serving_cert_is_served_and_open_watch_survives(
     ca = load_pair(pki.ca, pki.ca.with_suffix(".key"))
     first = issue_serving(ca, common_name="aggapi", dns_names=["localhost"], ips=["127.0.0.1"])
     write_pair(first, cert, key)
-    fresh_aggapi.extra_args = (f"--tls-cert-file={cert}", f"--tls-private-key-file={key}")
+    fresh_aggapi.extra_args = (
+        f"--tls-cert-file={cert}",
+        f"--tls-private-key-file={key}",
+        "--cert-reload-interval=200ms",
+    )
     fresh_aggapi.start()
     assert await _served_serial(fresh_aggapi) == first.cert.serial_number
 
@@ -61,3 +65,39 @@ async def test_rotated_serving_cert_is_served_and_open_watch_survives(
             x for x in text.splitlines() if x.startswith("aggapi_certificate_expiration_timestamp_seconds{")
         )
         assert 'certificate="serving"' in line and float(line.split()[-1]) == float(want)
+
+
+async def test_client_ca_file_change_is_picked_up_without_restart(
+    fresh_aggapi: AggapiServer, pki: LabPKI, tmp_path: Path
+) -> None:
+    from certs.pki import issue_client, new_ca
+
+    bundle = tmp_path / "client-ca.crt"
+    bundle.write_bytes(pki.ca.read_bytes())
+    fresh_aggapi.extra_args = (f"--client-ca-file={bundle}", "--cert-reload-interval=200ms")
+    fresh_aggapi.start()
+    new = new_ca("second-client-ca")
+    user = issue_client(new, common_name="bob", organizations=["system:masters"])
+    write_pair(user, tmp_path / "bob.crt", tmp_path / "bob.key")
+
+    async def status_as_bob() -> int:
+        ctx = ssl.create_default_context(cafile=str(pki.ca))
+        ctx.load_cert_chain(str(tmp_path / "bob.crt"), str(tmp_path / "bob.key"))
+        import aiohttp
+
+        try:
+            async with (
+                aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as s,
+                s.get(fresh_aggapi.url + NP) as r,
+            ):
+                return r.status
+        except aiohttp.ClientError:
+            return -1  # the handshake refused an untrusted certificate
+
+    assert await status_as_bob() in (-1, 401)
+    bundle.write_bytes(pki.ca.read_bytes() + new.cert_pem())  # add the new CA to the bundle
+    for _ in range(150):
+        if await status_as_bob() == 200:
+            break
+        await asyncio.sleep(0.1)
+    assert await status_as_bob() == 200
