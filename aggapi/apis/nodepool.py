@@ -15,6 +15,7 @@ from aggapi.apis.common import (
     only_status,
     validate_string_map,
     validate_taints,
+    with_schema_errors,
 )
 from aggapi.machinery.validation import is_dns1123_label
 from aggapi.registry.resource import FieldError, Obj, PrinterColumn, ResourceDef
@@ -62,6 +63,15 @@ STATUS: dict[str, Any] = {
 }
 
 
+SCHEMA = object_schema(
+    "NodePool",
+    "NodePool is a group of edge nodes managed together: labels, annotations and taints pushed "
+    "onto its members, readiness counted, and workloads rolled out per pool.",
+    SPEC,
+    STATUS,
+)
+
+
 class NodePoolStrategy:
     def prepare_for_create(self, obj: Obj) -> None:
         obj.pop("status", None)
@@ -91,7 +101,7 @@ class NodePoolStrategy:
         errs += validate_string_map(spec.get("labels"), "spec.labels", label_values=True)
         errs += validate_string_map(spec.get("annotations"), "spec.annotations", label_values=False)
         errs += validate_taints(spec.get("taints"), "spec.taints")
-        return errs
+        return with_schema_errors(obj, SCHEMA, errs)
 
     def validate_update(self, new: Obj, old: Obj) -> list[FieldError]:
         errs = self.validate(new)
@@ -119,7 +129,7 @@ class NodePoolStatusStrategy:
             val = status.get(field)
             if val is not None and (not isinstance(val, int) or val < 0):
                 errs.append(FieldError.invalid(f"status.{field}", val, "must be a non-negative integer"))
-        return errs
+        return with_schema_errors(new, SCHEMA, errs)
 
 
 NODEPOOL = ResourceDef(
@@ -129,13 +139,7 @@ NODEPOOL = ResourceDef(
     kind="NodePool",
     singular="nodepool",
     namespaced=False,
-    schema=object_schema(
-        "NodePool",
-        "NodePool is a group of edge nodes managed together: labels, annotations and taints pushed "
-        "onto its members, readiness counted, and workloads rolled out per pool.",
-        SPEC,
-        STATUS,
-    ),
+    schema=SCHEMA,
     strategy=NodePoolStrategy(),
     status_strategy=NodePoolStatusStrategy(),
     short_names=("np",),

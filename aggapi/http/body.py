@@ -15,8 +15,6 @@ from aggapi.registry.schema import prune
 
 MAX_BODY = 3 * 1024 * 1024  # kube-apiserver's --max-request-body-bytes default
 
-FIELD_VALIDATION = ("", "Ignore", "Warn", "Strict")
-
 
 @dataclass(slots=True)
 class Warnings:
@@ -62,15 +60,6 @@ def parse_document(data: bytes, content_type: str) -> Any:
         f'the body of the request was in an unknown format "{ctype}" - accepted media types include: '
         "application/json, application/yaml"
     )
-
-
-def field_validation(query: dict[str, str]) -> str:
-    mode = query.get("fieldValidation", "")
-    if mode not in FIELD_VALIDATION:
-        raise apierrors.bad_request(
-            f"fieldValidation parameter unsupported: {mode} (supported: Ignore, Warn, Strict)"
-        )
-    return mode or "Warn"  # kube's default when the client does not say
 
 
 def check_object(obj: Any, rdef: ResourceDef, mode: str, warnings: Warnings) -> dict[str, Any]:

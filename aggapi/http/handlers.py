@@ -22,6 +22,9 @@ from aggapi.storage.interface import ListResult
 PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json")
 UNSUPPORTED_PATCH = ("application/strategic-merge-patch+json", "application/apply-patch+yaml")
 
+# kube's answer for a path that matches no route (genericapiserver's NotFound handler).
+NO_ROUTE = apierrors.StatusError(404, "NotFound", "the server could not find the requested resource")
+
 SubresourceHandler = Callable[[web.Request, RequestInfo], Awaitable[web.StreamResponse]]
 
 
@@ -43,10 +46,13 @@ class ResourceHandler:
         self.subresources: dict[str, SubresourceHandler] = {}
 
     async def handle(self, request: web.Request, info: RequestInfo) -> web.StreamResponse:
-        if self.rdef.namespaced != bool(info.namespace) and info.name == "" and info.namespace:
-            raise apierrors.not_found(self.rdef.group, self.rdef.resource, "")
-        if not self.rdef.namespaced and info.namespace:
-            raise apierrors.not_found(self.rdef.group, self.rdef.resource, info.name)
+        # Like kube, a path whose scope does not fit the kind is no route at all (the generic 404);
+        # only list and watch of a namespaced kind may leave the namespace out (all namespaces).
+        # (/api/v1/namespaces/<name> names the Namespace itself: its "namespace" is its own name.)
+        if info.namespace and not self.rdef.namespaced and info.resource != "namespaces":
+            raise NO_ROUTE
+        if self.rdef.namespaced and not info.namespace and (info.name or info.verb not in ("list", "watch")):
+            raise NO_ROUTE
         method = request.method
         if not info.name:
             if method in ("GET", "HEAD"):
@@ -129,47 +135,50 @@ class ResourceHandler:
 
     # ---- writes -----------------------------------------------------------------------------------
 
-    async def _object(self, request: web.Request, warnings: bodies.Warnings) -> Obj:
+    async def _object(
+        self, request: web.Request, options_kind: str, warnings: bodies.Warnings
+    ) -> tuple[Obj, bool]:
+        """The request body as an object of this kind, and dryRun; in kube's order: body size (413),
+        options (422), decoding (415/400), then type and unknown-field checks (400)."""
         data = await bodies.read_body(request)
+        dry, mode = options.write_options(request.query, options_kind)
         doc = bodies.parse_document(data, request.headers.get("Content-Type", ""))
-        mode = bodies.field_validation(dict(request.query))
-        return bodies.check_object(doc, self.rdef, mode, warnings)
+        return bodies.check_object(doc, self.rdef, mode, warnings), dry
 
     async def create(self, request: web.Request, info: RequestInfo) -> web.StreamResponse:
         warnings = bodies.Warnings()
-        obj = await self._object(request, warnings)
-        created = await self.store.create(info.namespace, obj, dry_run=options.dry_run(dict(request.query)))
+        obj, dry = await self._object(request, "CreateOptions", warnings)
+        created = await self.store.create(info.namespace, obj, dry_run=dry)
         return respond(created, status=201, warnings=warnings)
 
     async def update(self, request: web.Request, info: RequestInfo) -> web.StreamResponse:
         warnings = bodies.Warnings()
-        obj = await self._object(request, warnings)
+        obj, dry = await self._object(request, "UpdateOptions", warnings)
 
         async def desired(_current: Obj) -> Obj:
             return copy.deepcopy(obj)
 
         updated = await self.store.update(
-            info.namespace,
-            info.name,
-            desired,
-            subresource=info.subresource,
-            dry_run=options.dry_run(dict(request.query)),
+            info.namespace, info.name, desired, subresource=info.subresource, dry_run=dry
         )
         return respond(updated, warnings=warnings)
 
     async def patch(self, request: web.Request, info: RequestInfo) -> web.StreamResponse:
         ctype = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
         if ctype not in PATCH_TYPES:
-            what = (
-                "server-side apply is not supported yet; " if ctype == "application/apply-patch+yaml" else ""
-            )
+            # kube's negotiation.NewUnsupportedMediaTypeError wording, listing what this server takes.
             raise apierrors.unsupported_media_type(
-                f'the patch content-type "{ctype}" is not supported: {what}'
-                f"supported patch types: {', '.join(PATCH_TYPES)}"
+                "the body of the request was in an unknown format - accepted media types include: "
+                + ", ".join(PATCH_TYPES)
             )
         data = await bodies.read_body(request)
+        dry, mode = options.write_options(request.query, "PatchOptions")
         patch = bodies.parse_document(data, "application/json")
-        mode = bodies.field_validation(dict(request.query))
+        if ctype == "application/json-patch+json" and (
+            not isinstance(patch, list) or not all(isinstance(op, dict) for op in patch)
+        ):
+            # A patch that does not decode is a 400; one that decodes but does not apply is a 422.
+            raise apierrors.bad_request("a JSON patch must be a JSON array of operation objects")
         warnings = bodies.Warnings()
 
         async def desired(current: Obj) -> Obj:
@@ -185,11 +194,7 @@ class ResourceHandler:
             return bodies.check_object(patched, self.rdef, mode, warnings)
 
         updated = await self.store.update(
-            info.namespace,
-            info.name,
-            desired,
-            subresource=info.subresource,
-            dry_run=options.dry_run(dict(request.query)),
+            info.namespace, info.name, desired, subresource=info.subresource, dry_run=dry
         )
         return respond(updated, warnings=warnings)
 
@@ -198,7 +203,7 @@ class ResourceHandler:
         return bodies.parse_document(data, request.headers.get("Content-Type", "")) if data.strip() else None
 
     async def delete(self, request: web.Request, info: RequestInfo) -> web.StreamResponse:
-        pre, policy, dry = options.delete_options(dict(request.query), await self._delete_body(request))
+        pre, policy, dry = options.delete_options(request.query, await self._delete_body(request))
         obj, deleted = await self.store.delete(
             info.namespace, info.name, preconditions=pre, propagation=policy, dry_run=dry
         )
@@ -215,9 +220,8 @@ class ResourceHandler:
         )
 
     async def delete_collection(self, request: web.Request, info: RequestInfo) -> web.StreamResponse:
-        query = dict(request.query)
-        _, policy, dry = options.delete_options(query, await self._delete_body(request))
-        opts = options.list_options(query, namespaced=self.rdef.namespaced)
+        _, policy, dry = options.delete_options(request.query, await self._delete_body(request))
+        opts = options.list_options(dict(request.query), namespaced=self.rdef.namespaced)
         items = await self.store.delete_collection(info.namespace, opts, propagation=policy, dry_run=dry)
         return respond(
             {"apiVersion": self.rdef.api_version, "kind": self.rdef.list_kind, "metadata": {}, "items": items}

@@ -3,6 +3,7 @@ type/enum/required checks turned into 422 causes, the way kube-apiserver treats 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -101,7 +102,7 @@ def check(obj: Any, schema: Mapping[str, Any]) -> list[FieldError]:
                     path,
                     "FieldValueTypeInvalid",
                     f'Invalid value: "{_type_name(e.instance)}": {path} in body must be of type '
-                    f"{e.validator_value}: {e.instance!r}",
+                    f"{e.validator_value}: {json.dumps(e.instance)}",
                 )
             )
         else:
