@@ -1,4 +1,4 @@
-"""`aggapi serve|certs|dev`."""
+"""`aggapi serve|certs|dev|manifests`."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from aggapi.certs_cli import add_certs_parser, run_certs
+from aggapi.manifests import add_manifests_parser, run_manifests
 from aggapi.options import add_serve_flags, from_args
 
 log = logging.getLogger("aggapi")
@@ -23,12 +24,15 @@ def main(argv: list[str] | None = None) -> int:
     p_serve = sub.add_parser("serve", help="run the aggregated API server")
     add_serve_flags(p_serve)
     add_certs_parser(sub)
+    add_manifests_parser(sub)
     p_dev = sub.add_parser("dev", help="run the local lab (etcd + aggapi) for kubectl")
     p_dev.add_argument("--dir", default=".aggapi-dev", help="state directory of the lab")
     p_dev.add_argument("--port", type=int, default=6443)
     args = parser.parse_args(argv)
     if args.command == "certs":
         return run_certs(args)
+    if args.command == "manifests":
+        return run_manifests(args)
     if args.command == "dev":
         from aggapi.devlab import run_lab
 
