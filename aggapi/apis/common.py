@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from aggapi.machinery.validation import is_qualified_name, is_valid_label_value
 from aggapi.registry.resource import FieldError, Obj
-from aggapi.registry.schema import check
 
 GROUP = "edge.aggapi.io"
 VERSION = "v1alpha1"
@@ -65,13 +63,6 @@ def object_schema(
             "status": status,
         },
     }
-
-
-def with_schema_errors(obj: Obj, schema: Mapping[str, Any], errs: list[FieldError]) -> list[FieldError]:
-    """`errs` plus the structural-schema violations (types, enums, required) of `obj`, as kube validates a
-    custom resource against its schema; a field the kind's own checks already reported is not repeated."""
-    seen = {e.field for e in errs}
-    return errs + [e for e in check(obj, schema) if e.field not in seen]
 
 
 def validate_string_map(value: Any, path: str, *, label_values: bool) -> list[FieldError]:

@@ -15,7 +15,6 @@ from aggapi.apis.common import (
     only_status,
     validate_string_map,
     validate_taints,
-    with_schema_errors,
 )
 from aggapi.machinery.validation import is_dns1123_label
 from aggapi.registry.resource import FieldError, Obj, PrinterColumn, ResourceDef
@@ -101,7 +100,7 @@ class NodePoolStrategy:
         errs += validate_string_map(spec.get("labels"), "spec.labels", label_values=True)
         errs += validate_string_map(spec.get("annotations"), "spec.annotations", label_values=False)
         errs += validate_taints(spec.get("taints"), "spec.taints")
-        return with_schema_errors(obj, SCHEMA, errs)
+        return errs
 
     def validate_update(self, new: Obj, old: Obj) -> list[FieldError]:
         errs = self.validate(new)
@@ -129,7 +128,7 @@ class NodePoolStatusStrategy:
             val = status.get(field)
             if val is not None and (not isinstance(val, int) or val < 0):
                 errs.append(FieldError.invalid(f"status.{field}", val, "must be a non-negative integer"))
-        return with_schema_errors(new, SCHEMA, errs)
+        return errs
 
 
 NODEPOOL = ResourceDef(

@@ -108,3 +108,10 @@ def check(obj: Any, schema: Mapping[str, Any]) -> list[FieldError]:
         else:
             errs.append(FieldError.invalid(path, e.instance, e.message))
     return errs
+
+
+def with_schema_errors(obj: Any, schema: Mapping[str, Any], errs: list[FieldError]) -> list[FieldError]:
+    """`errs` plus the structural-schema violations (types, enums, required) of `obj`, as kube validates a
+    custom resource against its schema; a field the kind's own checks already reported is not repeated."""
+    seen = {e.field for e in errs}
+    return errs + [e for e in check(obj, schema) if e.field not in seen]

@@ -14,6 +14,7 @@ from aggapi.machinery import apierrors
 from aggapi.machinery.timefmt import format_rfc3339
 from aggapi.registry.meta import generate_name, spec_changed, validate_meta, validate_meta_update
 from aggapi.registry.resource import FieldError, Obj, ResourceDef, Strategy
+from aggapi.registry.schema import with_schema_errors
 from aggapi.storage import errors
 from aggapi.storage.interface import ListOptions, ListResult, Preconditions, Storage, Watch, WatchOptions
 
@@ -117,7 +118,9 @@ class Store:
         meta["generation"] = 1
         self.rdef.strategy.prepare_for_create(obj)
         name = str(meta.get("name", ""))
-        errs = validate_meta(meta, namespaced=self.rdef.namespaced) + self.rdef.strategy.validate(obj)
+        errs = validate_meta(meta, namespaced=self.rdef.namespaced) + with_schema_errors(
+            obj, self.rdef.schema, self.rdef.strategy.validate(obj)
+        )
         if errs:
             raise self._invalid(name, errs)
         with self._errors(name):
@@ -202,7 +205,7 @@ class Store:
         errs = (
             validate_meta(new["metadata"], namespaced=self.rdef.namespaced)
             + validate_meta_update(new, old)
-            + strategy.validate_update(new, old)
+            + with_schema_errors(new, self.rdef.schema, strategy.validate_update(new, old))
         )
         if errs:
             raise self._invalid(name, errs)

@@ -88,8 +88,9 @@ def to_cache_event(ev: EtcdEvent, prev: Obj | None) -> CacheEvent:
 class CacheWatcher:
     """One client's watch: a queue fed by the cacher's dispatch, drained by the HTTP handler."""
 
-    def __init__(self, cacher: Cacher, opts: WatchOptions, max_queue: int) -> None:
+    def __init__(self, cacher: Cacher, opts: WatchOptions, max_queue: int, start_rv: int) -> None:
         self._cacher = cacher
+        self.start_rv = start_rv  # events at or before this are not this watcher's
         self.predicate = opts.predicate
         self.bookmarks = opts.allow_bookmarks
         self._queue: deque[WatchEvent] = deque()
@@ -148,7 +149,8 @@ class Cacher:
         self.synced = asyncio.Event()
         self._progress = asyncio.Condition()
         self._watchers: set[CacheWatcher] = set()
-        self._request_progress: Callable[[], Awaitable[None]] | None = None
+        self._watching = False
+        self.applied = 0  # events applied so far: waiters wake when it moves
 
     # ---- feed -------------------------------------------------------------------------------------
 
@@ -193,31 +195,37 @@ class Cacher:
 
     async def _watch(self) -> None:
         pkey = self.prefix.encode()
-        async with self.store.client.watch(pkey, prefix_end(pkey), start_revision=self.rev + 1) as w:
-            self._request_progress = w.request_progress
+        # No progress notifications: etcd before 3.5.13 may send one ahead of events still in flight
+        # (etcd-io/etcd#15220), so the cache's revision moves only with events; freshness is proven
+        # another way (see _equivalent_at).
+        start = self.rev + 1
+        async with self.store.client.watch(
+            pkey, prefix_end(pkey), start_revision=start, progress_notify=False
+        ) as w:
+            self._watching = True
             try:
                 async for batch in w:
                     self._apply(batch)
                     await self._advanced()
             finally:
-                self._request_progress = None
+                self._watching = False
         raise errors.Unavailable("etcd watch stream ended")
 
     def _apply(self, batch: WatchBatch) -> None:
-        if not batch.events:
-            self.rev = max(self.rev, batch.revision)  # progress notification: all events <= revision seen
-            return
         for ev in batch.events:
             cev = self._convert(ev)
             if cev.type == "DELETED":
                 self.objects.pop(cev.key, None)
             else:
                 self.objects[cev.key] = cev.obj
-            self.rev = cev.rv
+            self.rev = max(self.rev, cev.rv)
+            self.applied += 1
             self.ring.append(cev)
             if len(self.ring) > self.config.capacity:
                 self.window_start = self.ring.popleft().rv
             for w in list(self._watchers):
+                if cev.rv <= w.start_rv:
+                    continue  # before where this watcher started (its snapshot already reflects it)
                 wev = cev.for_watcher(w.predicate)
                 if wev is not None:
                     w.push(wev)
@@ -237,10 +245,10 @@ class Cacher:
             self.send_bookmarks()
 
     def send_bookmarks(self) -> None:
-        ev = self._bookmark(self.rev, initial_end=False)
         for w in list(self._watchers):
-            if w.bookmarks and w.last_rv < self.rev:
-                w.push(ev)
+            rv = max(self.rev, w.start_rv)
+            if w.bookmarks and w.last_rv < rv:
+                w.push(self._bookmark(rv, initial_end=False))
 
     def _bookmark(self, rv: int, *, initial_end: bool) -> WatchEvent:
         meta: Obj = {"resourceVersion": str(rv)}
@@ -251,19 +259,42 @@ class Cacher:
     # ---- freshness --------------------------------------------------------------------------------
 
     async def wait_fresh(self, rev: int, timeout: float | None = None) -> bool:
-        """Wait until the cache has seen revision `rev` (asking etcd for a progress notification)."""
+        """Wait until the cache's state is the state at revision `rev`: it has applied the events up to
+        `rev`, or etcd shows that nothing under this prefix changed between the cache and `rev`."""
         if self.rev >= rev and self.synced.is_set():
             return True
         try:
             async with asyncio.timeout(timeout if timeout is not None else self.config.fresh_timeout):
                 await self.synced.wait()
-                if self.rev < rev and self._request_progress is not None:
-                    await self._request_progress()
-                async with self._progress:
-                    await self._progress.wait_for(lambda: self.rev >= rev)
+                while self.rev < rev:
+                    applied = self.applied
+                    if self._watching and await self._equivalent_at(rev):
+                        return True
+                    await self._wait_applied_after(applied)
         except TimeoutError:
             return False
         return True
+
+    async def _wait_applied_after(self, count: int) -> None:
+        async with self._progress:
+            await self._progress.wait_for(lambda: self.applied != count)
+
+    async def _equivalent_at(self, rev: int) -> bool:
+        """One etcd range at `rev` (the count under the prefix and the newest mod_revision) tells whether
+        the cache already equals etcd's state at `rev`. Sound: an unapplied put shows as a newer
+        mod_revision; an unapplied delete shows as a count mismatch unless an unapplied put (newer
+        mod_revision) offsets it."""
+        pkey = self.prefix.encode()
+        try:
+            res = await self.store.client.range(
+                pkey, prefix_end(pkey), revision=rev, limit=1, keys_only=True, newest_first=True
+            )
+        except errors.StorageError:  # compacted, a future revision (not yet written), or unreachable
+            return False
+        if self.rev >= rev:
+            return True
+        newest = res.kvs[0].mod_revision if res.kvs else 0
+        return self.rev >= newest and res.count == len(self.objects)
 
     async def _consistent_rev(self) -> int | None:
         """kube 1.31+ consistent read from cache: quorum revision from etcd, then wait for the cache."""
@@ -288,12 +319,18 @@ class Cacher:
         rv, match = opts.resource_version, opts.resource_version_match
         if opts.continue_token or (opts.limit and rv != "0") or match == "Exact" or not self.synced.is_set():
             return await self.store.get_list(prefix, opts)
+        at = self.rev
         if rv == "":
-            if await self._consistent_rev() is None:
+            fresh = await self._consistent_rev()
+            if fresh is None:
                 return await self.store.get_list(prefix, opts)
-        elif rv != "0" and not await self.wait_fresh(int(rv)):
-            raise errors.TooLargeResourceVersion(int(rv), self.rev)
-        return ListResult(self._snapshot(prefix, opts.predicate), self.rev)
+            at = fresh
+        elif rv != "0":
+            at = int(rv)
+            if not await self.wait_fresh(at):
+                raise errors.TooLargeResourceVersion(at, self.rev)
+        # The cache equals etcd's state at `at` (and at its own revision, if that is newer).
+        return ListResult(self._snapshot(prefix, opts.predicate), max(self.rev, at))
 
     def _snapshot(self, prefix: str, pred: Predicate) -> list[Obj]:
         if not prefix.endswith("/"):
@@ -308,22 +345,28 @@ class Cacher:
             await self.synced.wait()
         rv = opts.resource_version
         initial = opts.send_initial_events if opts.send_initial_events is not None else rv in ("", "0")
-        if rv == "" and initial:
-            await self._consistent_rev()
-        start = self.rev if rv in ("", "0") else int(rv)
-        if start > self.rev and not await self.wait_fresh(start):
-            raise errors.TooLargeResourceVersion(start, self.rev)
+        if rv == "" and initial:  # consistent start: the snapshot is etcd's current state
+            want = await self.store.current_revision()
+            if not await self.wait_fresh(want):
+                raise errors.TooLargeResourceVersion(want, self.rev)
+            start = max(self.rev, want)
+        elif rv in ("", "0"):
+            start = self.rev
+        else:
+            start = int(rv)
+            if start > self.rev and not await self.wait_fresh(start):
+                raise errors.TooLargeResourceVersion(start, self.rev)
+            start = max(start, self.rev) if initial else start
         history: list[CacheEvent] = []
         if not initial and start < self.window_start:
             history, start = await self._history(prefix, start)
-        w = CacheWatcher(self, opts, self.config.watcher_queue)
         # From here to registration nothing awaits, so no event can slip between snapshot and feed.
+        w = CacheWatcher(self, opts, self.config.watcher_queue, start)
         if initial:
             for obj in self._snapshot(prefix, opts.predicate):
                 w.push(WatchEvent("ADDED", obj, int(obj["metadata"]["resourceVersion"])))
             if opts.send_initial_events and opts.allow_bookmarks:
-                w.push(self._bookmark(self.rev, initial_end=True))
-            start = self.rev
+                w.push(self._bookmark(start, initial_end=True))
         for cev in history:
             if cev.key.startswith(prefix):
                 wev = cev.for_watcher(opts.predicate)
@@ -338,25 +381,38 @@ class Cacher:
         return w
 
     async def _history(self, prefix: str, after: int) -> tuple[list[CacheEvent], int]:
-        """Events after `after` that the ring no longer holds, replayed from etcd's MVCC history."""
+        """Events after `after` that the ring no longer holds, replayed from etcd's MVCC history up to the
+        oldest event the ring still holds: that event's arrival proves the replay complete (see
+        fetch_history). Returns the events and the revision from which the ring takes over."""
         while True:
-            until = self.rev
+            if not self.ring:
+                # No event marks where a replay would be complete (e.g. nothing written since a relist).
+                raise errors.Expired(f"too old resource version: {after} ({self.window_start})")
+            until = self.ring[0].rv
             try:
                 raw = await fetch_history(self.store.client, self.prefix, after, until)
             except errors.Compacted as exc:
                 raise errors.Expired(f"too old resource version: {after} ({exc.compact_revision})") from exc
-            if self.window_start <= until:
+            horizon = self.window_start  # the ring holds every event after this
+            if horizon <= until:
                 break
         state: dict[str, Obj] = {}
         events: list[CacheEvent] = []
         for ev in raw:
+            if ev.kv.mod_revision > horizon:
+                break  # the ring has it
             cev = to_cache_event(ev, state.get(ev.kv.key.decode()))
             events.append(cev)
             if cev.type == "DELETED":
                 state.pop(cev.key, None)
             else:
                 state[cev.key] = cev.obj
-        return events, until
+        return events, horizon
+
+    def close_watchers(self) -> None:
+        """End every open watch (clients re-watch elsewhere); used on shutdown so it is not held up."""
+        for w in list(self._watchers):
+            w.stop()
 
     def forget(self, w: CacheWatcher) -> None:
         self._watchers.discard(w)

@@ -306,9 +306,13 @@ class EtcdClient:
         keys_only: bool = False,
         count_only: bool = False,
         serializable: bool = False,
+        newest_first: bool = False,
     ) -> RangeResult:
+        """`newest_first`: sort by mod_revision, descending (with limit=1: the last-modified key)."""
         req = pb.RangeRequest(key=key, range_end=range_end or b"", limit=limit, revision=revision)
         req.keys_only, req.count_only, req.serializable = keys_only, count_only, serializable
+        if newest_first:
+            req.sort_order, req.sort_target = pb.RangeRequest.DESCEND, pb.RangeRequest.MOD
         resp: pb.RangeResponse = await self._unary(lambda c: c.kv.Range, req, read=True)
         return _range_result(resp)
 
