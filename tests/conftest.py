@@ -5,9 +5,11 @@ from pathlib import Path
 
 import pytest
 from support.aggapi import AggapiServer
+from support.devcluster import DEV_POLICY, DEV_TOKENS, Devcluster
 from support.etcd import EtcdServer, start_etcd
+from support.lab import start_lab
 
-from aggapi.devlab import LabPKI, make_pki
+from aggapi.devlab import Lab, LabPKI, make_pki
 
 
 @pytest.fixture(scope="session")
@@ -51,3 +53,24 @@ def fresh_aggapi(etcd_server: EtcdServer, pki: LabPKI, tmp_path: Path) -> Iterat
 @pytest.fixture(scope="session")
 def kubeconfig(aggapi: AggapiServer, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return aggapi.kubeconfig(tmp_path_factory.mktemp("kube") / "kubeconfig")
+
+
+@pytest.fixture(scope="session")
+def devcluster(etcd_server: EtcdServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devcluster]:
+    """One real devcluster (kube-apiserver stand-in) on the session etcd, with its own prefix."""
+    dc = Devcluster(tmp_path_factory.mktemp("devcluster"), etcd_server.client_url, DEV_TOKENS, DEV_POLICY)
+    dc.start()
+    try:
+        yield dc
+    finally:
+        dc.stop()
+
+
+@pytest.fixture(scope="session")
+def lab(etcd_server: EtcdServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """The whole `aggapi dev` lab: devcluster + aggapi registered as APIService v1alpha1.edge.aggapi.io."""
+    the_lab = start_lab(tmp_path_factory.mktemp("lab"), etcd_server.client_url)
+    try:
+        yield the_lab
+    finally:
+        the_lab.stop()

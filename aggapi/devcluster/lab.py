@@ -1,0 +1,361 @@
+"""The lab that `aggapi dev` runs and the tests start: etcd, the devcluster, and `aggapi serve` behind
+it, registered as the APIService v1alpha1.edge.aggapi.io exactly as in a cluster, so that
+`kubectl get nodepools` goes kubectl → devcluster (authn, authz, aggregation) → aggapi (front-proxy
+authn, SubjectAccessReview back to the devcluster) → etcd."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import sys
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aggapi.devcluster.labkit import Child, JSONClient, etcd_binary, free_port, wait_for
+from aggapi.devcluster.pki import ensure_pki
+from aggapi.kubeconfig import write_kubeconfig
+from certs.files import load_or_create_ca, write_pair
+from certs.pki import issue_serving, service_dns_names
+
+NAMESPACE, SERVICE = "aggapi-system", "aggapi"
+SA_USER = f"system:serviceaccount:{NAMESPACE}:{SERVICE}"
+APISERVICE = "v1alpha1.edge.aggapi.io"
+
+# What the real manifests grant aggapi's ServiceAccount (apiservice/server/rbac-*.yaml): delegated
+# authn/authz, reading the ConfigMap in kube-system, and what its controllers do with core kinds.
+LAB_POLICY = f"""\
+# The devcluster's authorization policy for the lab (format: docs/devcluster.md).
+# Users in system:masters (the lab's admin kubeconfig) may do everything without a rule.
+rules:
+  # system:auth-delegator
+  - users: ["{SA_USER}"]
+    verbs: ["create"]
+    apiGroups: ["authentication.k8s.io"]
+    resources: ["tokenreviews"]
+  - users: ["{SA_USER}"]
+    verbs: ["create"]
+    apiGroups: ["authorization.k8s.io"]
+    resources: ["subjectaccessreviews"]
+  # extension-apiserver-authentication-reader (list/watch by field selector, hence no resourceNames)
+  - users: ["{SA_USER}"]
+    verbs: ["get", "list", "watch"]
+    apiGroups: [""]
+    resources: ["configmaps"]
+    namespaces: ["kube-system"]
+  # aggapi:controller
+  - users: ["{SA_USER}"]
+    verbs: ["get", "list", "watch", "update", "patch"]
+    apiGroups: [""]
+    resources: ["nodes", "pods"]
+  - users: ["{SA_USER}"]
+    verbs: ["patch"]
+    apiGroups: [""]
+    resources: ["nodes/status"]
+  - users: ["{SA_USER}"]
+    verbs: ["create"]
+    apiGroups: [""]
+    resources: ["pods/eviction"]
+  - users: ["{SA_USER}"]
+    verbs: ["get", "list", "watch"]
+    apiGroups: ["", "discovery.k8s.io", "policy", "coordination.k8s.io"]
+    resources: ["services", "endpoints", "endpointslices", "poddisruptionbudgets", "leases"]
+  - users: ["{SA_USER}"]
+    verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+    apiGroups: ["apps"]
+    resources: ["deployments", "statefulsets"]
+  - users: ["{SA_USER}"]
+    verbs: ["create", "patch"]
+    apiGroups: ["", "events.k8s.io"]
+    resources: ["events"]
+"""
+
+
+@dataclass
+class LabConfig:
+    state: Path
+    port: int = 6443  # the devcluster: what kubectl talks to
+    aggapi_port: int = 8443
+    etcd_servers: str = ""  # an etcd to use instead of starting one (tests share theirs)
+    run_id: str = ""  # keeps the etcd prefixes of several labs on one etcd apart
+    check_interval: str = "2s"
+    extra_tokens: str = ""  # more token-file lines (tests)
+    extra_policy: str = ""  # more YAML appended to the policy file (tests)
+    say: Callable[[str], None] = field(default=lambda msg: print(msg, flush=True))
+
+
+class Lab:
+    def __init__(self, cfg: LabConfig) -> None:
+        self.cfg = cfg
+        self.state = cfg.state.resolve()
+        self.pki_dir = self.state / "pki"
+        self.kubeconfig = self.state / "kubeconfig"
+        self.url = f"https://127.0.0.1:{cfg.port}"
+        self.aggapi_url = f"https://127.0.0.1:{cfg.aggapi_port}"
+        self.children: dict[str, Child] = {}
+        self.etcd_servers = cfg.etcd_servers
+
+    # ---- files ------------------------------------------------------------------------------------
+
+    def _prepare_files(self) -> None:
+        self.state.mkdir(parents=True, exist_ok=True)
+        self.pki = ensure_pki(self.pki_dir)
+        aggapi_ca = load_or_create_ca(self.pki_dir, "aggapi-ca", common_name="aggapi-lab-ca")
+        self.aggapi_ca = self.pki_dir / "aggapi-ca.crt"
+        self.aggapi_cert, self.aggapi_key = self.pki_dir / "aggapi.crt", self.pki_dir / "aggapi.key"
+        if not self.aggapi_cert.exists():
+            names = [*service_dns_names(SERVICE, NAMESPACE), "localhost"]
+            write_pair(
+                issue_serving(aggapi_ca, common_name=SERVICE, dns_names=names, ips=["127.0.0.1"]),
+                self.aggapi_cert,
+                self.aggapi_key,
+            )
+        self.tokens = self.state / "tokens.csv"
+        if not self.tokens.exists():
+            groups = f"system:serviceaccounts,system:serviceaccounts:{NAMESPACE}"
+            line = f'{secrets.token_urlsafe(32)},{SA_USER},{uuid.uuid4()},"{groups}"\n'
+            self.tokens.write_text(
+                '# token,user,uid,"groups" (kube\'s --token-auth-file)\n' + line + self.cfg.extra_tokens
+            )
+            self.tokens.chmod(0o600)
+        sa_token = next(
+            ln.split(",", 1)[0] for ln in self.tokens.read_text().splitlines() if f",{SA_USER}," in ln
+        )
+        self.policy = self.state / "policy.yaml"
+        if not self.policy.exists():
+            self.policy.write_text(LAB_POLICY + self.cfg.extra_policy)
+        self.aggapi_kubeconfig = self.state / "aggapi.kubeconfig"
+        write_kubeconfig(
+            self.aggapi_kubeconfig,
+            server=self.url,
+            ca_pem=self.pki.ca.read_bytes(),
+            token=sa_token,
+            user=SA_USER,
+            context="devcluster",
+        )
+
+    # ---- processes --------------------------------------------------------------------------------
+
+    def _child(self, name: str, args: list[str]) -> Child:
+        c = Child(name, args, self.state / f"{name}.log")
+        c.start()
+        self.children[name] = c
+        return c
+
+    def _start_etcd(self) -> None:
+        client, peer = free_port(), free_port()
+        c = self._child(
+            "etcd",
+            [
+                str(etcd_binary()),
+                "--name=lab",
+                f"--data-dir={self.state / 'etcd'}",
+                f"--listen-client-urls=http://127.0.0.1:{client}",
+                f"--advertise-client-urls=http://127.0.0.1:{client}",
+                f"--listen-peer-urls=http://127.0.0.1:{peer}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
+                f"--initial-cluster=lab=http://127.0.0.1:{peer}",
+            ],
+        )
+        self.etcd_servers = f"http://127.0.0.1:{client}"
+        import urllib.request
+
+        wait_for(
+            "etcd",
+            lambda: urllib.request.urlopen(f"{self.etcd_servers}/health", timeout=1).status == 200 or None,
+            timeout=30,
+            alive=[c],
+        )
+
+    def _prefix(self, base: str) -> str:
+        return f"{base}-{self.cfg.run_id}" if self.cfg.run_id else base
+
+    def admin(self) -> JSONClient:
+        return JSONClient(self.url, self.pki.ca, (self.pki.admin_cert, self.pki.admin_key))
+
+    def _start_devcluster(self) -> None:
+        c = self._child(
+            "devcluster",
+            [
+                sys.executable,
+                "-m",
+                "aggapi",
+                "devcluster",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={self.cfg.port}",
+                f"--etcd-servers={self.etcd_servers}",
+                f"--etcd-prefix={self._prefix('/devcluster')}",
+                f"--pki-dir={self.pki_dir}",
+                f"--token-auth-file={self.tokens}",
+                f"--authorization-policy-file={self.policy}",
+                f"--apiservice-check-interval={self.cfg.check_interval}",
+            ],
+        )
+        admin = self.admin()
+        cm = "/api/v1/namespaces/kube-system/configmaps/extension-apiserver-authentication"
+        wait_for("devcluster ready", lambda: admin.get("/readyz")[0] == 200 or None, timeout=30, alive=[c])
+        wait_for(
+            "extension-apiserver-authentication published",
+            lambda: admin.get(cm)[0] == 200 or None,
+            timeout=30,
+            alive=[c],
+        )
+
+    def start_aggapi(self) -> None:
+        c = self._child(
+            "aggapi",
+            [
+                sys.executable,
+                "-m",
+                "aggapi",
+                "serve",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={self.cfg.aggapi_port}",
+                f"--tls-cert-file={self.aggapi_cert}",
+                f"--tls-private-key-file={self.aggapi_key}",
+                f"--etcd-servers={self.etcd_servers}",
+                f"--etcd-prefix={self._prefix('/registry')}",
+                f"--authentication-kubeconfig={self.aggapi_kubeconfig}",
+                f"--authorization-kubeconfig={self.aggapi_kubeconfig}",
+            ],
+        )
+        probe = JSONClient(self.aggapi_url, self.aggapi_ca)
+        wait_for("aggapi ready", lambda: probe.get("/readyz")[0] == 200 or None, timeout=30, alive=[c])
+
+    def stop_aggapi(self) -> None:
+        c = self.children.pop("aggapi", None)
+        if c is not None:
+            c.stop()
+
+    # ---- registration -----------------------------------------------------------------------------
+
+    def register(self) -> None:
+        """What `kubectl apply -k apiservice/` does for the server side, pointed at this aggapi."""
+        admin = self.admin()
+        meta = {"name": SERVICE, "namespace": NAMESPACE}
+        admin.apply(
+            "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
+        )
+        admin.apply(
+            f"/api/v1/namespaces/{NAMESPACE}/services",
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": meta,
+                "spec": {
+                    "type": "ClusterIP",
+                    "ports": [{"name": "https", "port": 443, "targetPort": "https", "protocol": "TCP"}],
+                },
+            },
+        )
+        # Like --enable-aggregator-routing with a pod behind the Service: the endpoint is aggapi itself.
+        admin.apply(
+            f"/api/v1/namespaces/{NAMESPACE}/endpoints",
+            {
+                "apiVersion": "v1",
+                "kind": "Endpoints",
+                "metadata": meta,
+                "subsets": [
+                    {
+                        "addresses": [{"ip": "127.0.0.1"}],
+                        "ports": [{"name": "https", "port": self.cfg.aggapi_port, "protocol": "TCP"}],
+                    }
+                ],
+            },
+        )
+        admin.apply(
+            "/apis/apiregistration.k8s.io/v1/apiservices",
+            {
+                "apiVersion": "apiregistration.k8s.io/v1",
+                "kind": "APIService",
+                "metadata": {"name": APISERVICE},
+                "spec": {
+                    "group": "edge.aggapi.io",
+                    "version": "v1alpha1",
+                    "groupPriorityMinimum": 1000,
+                    "versionPriority": 15,
+                    "service": {"namespace": NAMESPACE, "name": SERVICE, "port": 443},
+                    "caBundle": base64.b64encode(self.aggapi_ca.read_bytes()).decode(),
+                },
+            },
+        )
+
+    def available(self) -> dict[str, Any] | None:
+        code, obj = self.admin().get(f"/apis/apiregistration.k8s.io/v1/apiservices/{APISERVICE}")
+        if code != 200:
+            return None
+        return next(
+            (c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == "Available"),
+            None,
+        )
+
+    def wait_available(self, want: str = "True", timeout: float = 60) -> dict[str, Any]:
+        def probe() -> dict[str, Any] | None:
+            cond = self.available()
+            return cond if cond is not None and cond.get("status") == want else None
+
+        return wait_for(
+            f"APIService {APISERVICE} Available={want}",
+            probe,
+            timeout=timeout,
+            alive=list(self.children.values()),
+        )
+
+    def wait_served(self, timeout: float = 60) -> None:
+        """Until kubectl would work: nodepools in the devcluster's discovery and listable through it."""
+        admin = self.admin()
+        accept = {"Accept": "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"}
+
+        def probe() -> bool | None:
+            code, doc = admin.get("/apis", headers=accept)
+            groups = {i["metadata"]["name"]: i for i in (doc or {}).get("items", [])} if code == 200 else {}
+            versions = (groups.get("edge.aggapi.io") or {}).get("versions") or []
+            if not any(r.get("resource") == "nodepools" for v in versions for r in v.get("resources") or []):
+                return None
+            return admin.get("/apis/edge.aggapi.io/v1alpha1/nodepools")[0] == 200 or None
+
+        wait_for(
+            "nodepools served through the devcluster",
+            probe,
+            timeout=timeout,
+            interval=0.2,
+            alive=list(self.children.values()),
+        )
+
+    # ---- all of it --------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        say = self.cfg.say
+        try:
+            self.kubeconfig.unlink(missing_ok=True)  # its presence means "ready": never a stale one
+            self._prepare_files()
+            if not self.etcd_servers:
+                say("starting etcd ...")
+                self._start_etcd()
+            say(f"starting the devcluster (kube-apiserver stand-in) on {self.url} ...")
+            self._start_devcluster()
+            say(f"starting aggapi on {self.aggapi_url} (delegating authn/authz to the devcluster) ...")
+            self.start_aggapi()
+            say(f"registering APIService {APISERVICE} ...")
+            self.register()
+            self.wait_available()
+            self.wait_served()
+            write_kubeconfig(
+                self.kubeconfig,
+                server=self.url,
+                ca_pem=self.pki.ca.read_bytes(),
+                cert_path=self.pki.admin_cert,
+                key_path=self.pki.admin_key,
+                context="aggapi-dev",
+            )
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        for name in ("aggapi", "devcluster", "etcd"):
+            c = self.children.pop(name, None)
+            if c is not None:
+                c.stop()

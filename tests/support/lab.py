@@ -1,0 +1,61 @@
+"""The whole `aggapi dev` lab (devcluster + aggapi, registered as an APIService) for tests, on the
+session's etcd with prefixes of its own, plus a few token users with known permissions:
+
+  alice  may read and write nodepools (devcluster policy) and aggapi's SAR agrees
+  bob    has no permissions: the devcluster's front door refuses him
+  carol  is allowed by the devcluster's front door, but the SubjectAccessReview aggapi makes is
+         denied (policy `reviewDenies`): aggapi itself must refuse her
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from pathlib import Path
+
+from aggapi.devcluster.labkit import free_port
+from aggapi.devlab import Lab, LabConfig
+
+log = logging.getLogger(__name__)
+
+TOKENS = {"alice": "alice-token-0123456789", "bob": "bob-token-0123456789", "carol": "carol-token-0123456789"}
+
+EXTRA_TOKENS = "".join(f'{tok},{user},uid-{user},"lab-users"\n' for user, tok in TOKENS.items())
+
+EXTRA_POLICY = """\
+  - users: ["alice", "carol"]
+    verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+    apiGroups: ["edge.aggapi.io"]
+    resources: ["nodepools"]
+reviewDenies:
+  - users: ["carol"]
+    verbs: ["*"]
+    apiGroups: ["edge.aggapi.io"]
+    resources: ["nodepools"]
+"""
+
+
+def start_lab(state: Path, etcd_servers: str) -> Lab:
+    lab = Lab(
+        LabConfig(
+            state,
+            port=free_port(),
+            aggapi_port=free_port(),
+            etcd_servers=etcd_servers,
+            run_id=uuid.uuid4().hex[:8],
+            check_interval="500ms",
+            extra_tokens=EXTRA_TOKENS,
+            extra_policy=EXTRA_POLICY,
+            say=log.info,
+        )
+    )
+    lab.start()
+    return lab
+
+
+def token_kubeconfig(lab: Lab, user: str, path: Path) -> Path:
+    from aggapi.kubeconfig import write_kubeconfig
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_kubeconfig(path, server=lab.url, ca_pem=lab.pki.ca.read_bytes(), token=TOKENS[user], user=user)
+    return path
