@@ -117,7 +117,8 @@ class RequestHeaderAuthenticator:
         cn = _names(cert, NameOID.COMMON_NAME)
         if rh.allowed_names and not (cn and cn[0] in rh.allowed_names):
             raise apierrors.unauthorized("Unauthorized: front-proxy client certificate name is not allowed")
-        groups = [g for h in rh.group_headers for v in headers.getall(h, []) for g in v.split(",") if g]
+        # One group per header line, as kube reads them (a group name may itself contain a comma).
+        groups = [v for h in rh.group_headers for v in headers.getall(h, []) if v]
         uid = next((headers[h] for h in rh.uid_headers if headers.get(h)), "")
         extra: dict[str, list[str]] = {}
         for prefix in rh.extra_prefixes:

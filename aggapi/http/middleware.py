@@ -133,11 +133,8 @@ def _forbidden_message(a: Attributes, reason: str) -> str:
         msg = f'User "{a.user.name}" cannot {a.verb} path "{a.path}"'
     else:
         res = f"{a.resource}/{a.subresource}" if a.subresource else a.resource
-        msg = (
-            f'{a.resource}.{a.group} "{a.name}" is forbidden: '
-            if a.name
-            else f"{a.resource}.{a.group} is forbidden: "
-        )
+        qualified = f"{a.resource}.{a.group}" if a.group else a.resource
+        msg = f'{qualified} "{a.name}" is forbidden: ' if a.name else f"{qualified} is forbidden: "
         msg += f'User "{a.user.name}" cannot {a.verb} resource "{res}" in API group "{a.group}"'
         msg += f' in the namespace "{a.namespace}"' if a.namespace else " at the cluster scope"
     return msg + (f": {reason}" if reason else "")
