@@ -3,7 +3,7 @@
 No cluster is needed: `kubectl kustomize` builds offline, and every built object is checked against
 the Kubernetes API schema by round-tripping it through kubernetes-asyncio's generated models (a
 misspelled or misplaced field is dropped by them, and shows up as a difference).
-(`kubectl apply --dry-run=client` cannot be used here: it needs a server for discovery.)
+`kubectl apply --dry-run=client -k` needs a server for discovery: it runs against the devcluster.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 import re
 import subprocess
 import sys
@@ -21,6 +22,7 @@ import pytest
 import yaml
 from cryptography import x509
 from kubernetes_asyncio.client import ApiClient
+from support.devcluster import Devcluster
 
 from aggapi.__main__ import main
 from aggapi.manifests import SOURCE_DIR, ManifestError, RenderOptions, _image_entry, render
@@ -70,6 +72,29 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def built(rendered: Path) -> list[Obj]:
     return kustomize(rendered)
+
+
+def test_kubectl_apply_dry_run_client(rendered: Path, devcluster: Devcluster, tmp_path: Path) -> None:
+    kubeconfig = devcluster.kubeconfig(tmp_path / "kubeconfig")
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "HOME": str(tmp_path)}
+    res = subprocess.run(
+        [str(KUBECTL), "apply", "--dry-run=client", "-k", str(rendered)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr
+    out = res.stdout
+    for what in (
+        "apiservice.apiregistration.k8s.io/v1alpha1.edge.aggapi.io",
+        "deployment.apps/aggapi",
+        "statefulset.apps/aggapi-etcd",
+        "clusterrolebinding.rbac.authorization.k8s.io/",
+    ):
+        assert what in out, out
+    assert "(dry run)" in out
 
 
 async def test_every_object_matches_the_kubernetes_schema(built: list[Obj]) -> None:

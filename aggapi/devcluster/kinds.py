@@ -313,6 +313,13 @@ NAMED: tuple[ResourceDef, ...] = (
             AGE,
         ),
     ),
+    # Stored so that manifests using them (aggapi's own RBAC and NetworkPolicy) apply; nothing
+    # enforces them: the devcluster authorizes from its static policy file.
+    kind("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", namespaced=False),
+    kind("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", namespaced=False),
+    kind("rbac.authorization.k8s.io", "v1", "roles", "Role", namespaced=True),
+    kind("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", namespaced=True),
+    kind("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", namespaced=True, short=("netpol",)),
 )
 
 KINDS: tuple[ResourceDef, ...] = CORE + NAMED
