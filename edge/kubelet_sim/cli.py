@@ -1,0 +1,119 @@
+"""`aggapi-edge kubelet-sim`: flags → KubeletSimConfig → KubeletSim.run(). Flag names follow the kubelet's."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from edge.kubelet_sim.config import KUBELET_PORT, KubeletSimConfig, LogTicker, NodeIdentity, PortMapping
+from edge.kubelet_sim.server import KubeletSim
+
+log = logging.getLogger(__name__)
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser(
+        "kubelet-sim",
+        help="a simulated kubelet for the lab and tests (logs, exec, attach, port-forward)",
+        description="Serve the kubelet API on <node-ip>:10250 for simulated pods.",
+    )
+    p.add_argument("--node-name", required=True)
+    p.add_argument("--node-ip", required=True, help="the node's own address, e.g. 127.0.1.2")
+    p.add_argument("--port", type=int, default=KUBELET_PORT)
+    p.add_argument("--tls-cert-file", required=True, type=Path, help="serving cert for --node-ip")
+    p.add_argument("--tls-private-key-file", required=True, type=Path)
+    p.add_argument(
+        "--client-ca-file", required=True, type=Path, help="every client cert it signed is authorized"
+    )
+    p.add_argument("--root-dir", required=True, type=Path, help="pods' scratch directories and logs")
+    p.add_argument("--pods-file", type=Path, help="Pods as JSON/YAML: a Pod, a list, or a PodList")
+    p.add_argument(
+        "--port-forward",
+        action="append",
+        default=[],
+        metavar="NS/POD:PORT[=HOST:PORT]",
+        help="where forwards to a pod port go; without a target the sim runs an echo server (repeatable)",
+    )
+    p.add_argument(
+        "--log-ticker",
+        action="append",
+        default=[],
+        metavar="NS/POD/CONTAINER[=SECONDS]",
+        help="append a line to that container's log periodically (repeatable)",
+    )
+    p.add_argument("-v", "--verbose", action="count", default=0)
+    p.set_defaults(func=run)
+
+
+def _pods(path: Path | None) -> tuple[dict[str, Any], ...]:
+    if path is None:
+        return ()
+    doc = yaml.safe_load(path.read_text())
+    items = doc.get("items", [doc]) if isinstance(doc, dict) else doc or []
+    return tuple(items)
+
+
+def _port_mapping(spec: str) -> PortMapping:
+    where, _, target = spec.partition("=")
+    ref, _, port = where.rpartition(":")
+    ns, _, pod = ref.partition("/")
+    if not (ns and pod and port.isdigit()):
+        raise ValueError(f"--port-forward {spec!r}: want NS/POD:PORT[=HOST:PORT]")
+    return PortMapping(ns, pod, int(port), target or None)
+
+
+def _ticker(spec: str) -> LogTicker:
+    ref, _, interval = spec.partition("=")
+    parts = ref.split("/")
+    if len(parts) != 3 or not all(parts):
+        raise ValueError(f"--log-ticker {spec!r}: want NS/POD/CONTAINER[=SECONDS]")
+    ns, pod, container = parts
+    return LogTicker(ns, pod, container, interval=float(interval or 1.0))
+
+
+def config_from(args: argparse.Namespace) -> KubeletSimConfig:
+    return KubeletSimConfig(
+        node=NodeIdentity(args.node_name, args.node_ip),
+        port=args.port,
+        tls_cert_file=args.tls_cert_file,
+        tls_key_file=args.tls_private_key_file,
+        client_ca_file=args.client_ca_file,
+        root_dir=args.root_dir,
+        pods=_pods(args.pods_file),
+        port_forwards=tuple(_port_mapping(s) for s in args.port_forward),
+        log_tickers=tuple(_ticker(s) for s in args.log_ticker),
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose > 1 else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        sim = KubeletSim(config_from(args))
+    except (ValueError, OSError, yaml.YAMLError) as e:
+        log.error("kubelet-sim: %s", e)
+        return 2
+    try:
+        asyncio.run(_serve(sim))
+    except OSError as e:  # e.g. the node address is taken or not local
+        log.error("kubelet-sim: %s", e)
+        return 1
+    return 0
+
+
+async def _serve(sim: KubeletSim) -> None:
+    task = asyncio.create_task(sim.run(), name="kubelet-sim")
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
