@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
+
+from edge.kubelet_sim import cli as kubelet_sim_cli
+from edge.tunnel import cli as tunnel_cli
 
 VERSION = "0.1.0"
 
@@ -12,9 +16,15 @@ VERSION = "0.1.0"
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="aggapi-edge", description="aggapi edge-node components")
     parser.add_argument("--version", action="version", version=f"aggapi-edge {VERSION}")
-    parser.parse_args(argv)
-    parser.print_help()
-    return 0
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    tunnel_cli.add_parser(subparsers)
+    kubelet_sim_cli.add_parser(subparsers)
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return 0
+    return func(args)
 
 
 if __name__ == "__main__":

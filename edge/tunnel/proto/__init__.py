@@ -1,0 +1,1 @@
+"""Generated tunnel stubs (`make proto`); imported through edge.tunnel.protocol."""
