@@ -64,6 +64,13 @@ def peer_certificate(request: web.Request) -> x509.Certificate | None:
 
 
 def issued_by_any(cert: x509.Certificate, cas: Sequence[x509.Certificate]) -> bool:
+    return _issued_by_any(cert, tuple(cas))
+
+
+# Signature checks are costly and the same few certificates connect over and over; the key includes
+# the CA set, so a changed CA bundle is checked afresh.
+@functools.lru_cache(maxsize=4096)
+def _issued_by_any(cert: x509.Certificate, cas: tuple[x509.Certificate, ...]) -> bool:
     for ca in cas:
         if cert.issuer != ca.subject:
             continue

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import yaml
 from aiohttp import web
 
@@ -48,7 +48,7 @@ def parse_document(data: bytes, content_type: str) -> Any:
     ctype = content_type.split(";", maxsplit=1)[0].strip().lower()
     if ctype in ("", "application/json", "*/*"):
         try:
-            return json.loads(data)
+            return orjson.loads(data)
         except (ValueError, UnicodeDecodeError) as exc:
             raise apierrors.bad_request(f"couldn't decode the request body as JSON: {exc}") from None
     if ctype in ("application/yaml", "application/x-yaml", "text/yaml"):

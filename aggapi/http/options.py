@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
 from multidict import MultiMapping
 
 from aggapi.machinery import apierrors
@@ -239,4 +240,4 @@ def delete_options(query: MultiMapping[str], body: Any) -> tuple[Preconditions |
 
 
 def encode(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    return orjson.dumps(obj)

@@ -8,6 +8,7 @@ kubectl's allowMissingKeys.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,7 @@ class _Step:
     end: int | None = None
 
 
+@functools.lru_cache(maxsize=512)  # printer columns evaluate the same few paths for every row
 def parse(path: str) -> tuple[_Step, ...]:
     """Compile a path; ValueError on syntax outside the supported subset."""
     text = path.strip()

@@ -168,6 +168,12 @@ class Cacher:
             except errors.Unavailable as exc:
                 log.warning("watch cache %s: etcd unavailable (%s); retrying", self.prefix, exc)
                 await self._sleep(self.config.retry_delay)
+            except errors.StorageError as exc:
+                # Anything else etcd answered: never let the feed die (the cache would freeze while
+                # looking healthy); start over from a fresh list.
+                log.error("watch cache %s: %s; relisting", self.prefix, exc)
+                need_list = True
+                await self._sleep(self.config.retry_delay)
 
     async def _list(self) -> None:
         objects: dict[str, Obj] = {}

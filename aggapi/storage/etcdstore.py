@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import orjson
+
 from aggapi.storage import errors
 from aggapi.storage.etcd import (
     Compare,
@@ -38,11 +40,11 @@ def encode(obj: Obj) -> bytes:
     meta = obj.get("metadata")
     if isinstance(meta, dict) and "resourceVersion" in meta:
         obj = {**obj, "metadata": {k: v for k, v in meta.items() if k != "resourceVersion"}}
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    return orjson.dumps(obj)
 
 
 def decode(kv: KeyValue, revision: int | None = None) -> Obj:
-    obj: Obj = json.loads(kv.value)
+    obj: Obj = orjson.loads(kv.value)
     obj.setdefault("metadata", {})["resourceVersion"] = str(
         revision if revision is not None else kv.mod_revision
     )
