@@ -7,6 +7,7 @@ import ipaddress
 import os
 from dataclasses import dataclass, field
 
+from aggapi.edgeoptions import ControllerOptions, KubeletOptions, TunnelOptions, add_edge_flags
 from aggapi.machinery.validation import parse_go_duration
 
 
@@ -117,10 +118,21 @@ class ServerOptions:
     etcd: EtcdOptions = field(default_factory=EtcdOptions)
     authn: AuthnOptions = field(default_factory=AuthnOptions)
     cache: CacheOptions = field(default_factory=CacheOptions)
+    tunnel: TunnelOptions = field(default_factory=TunnelOptions)
+    kubelet: KubeletOptions = field(default_factory=KubeletOptions)
+    controllers: ControllerOptions = field(default_factory=ControllerOptions)
     verbosity: int = 0
 
     def validate(self) -> list[str]:
-        return self.serving.validate() + self.etcd.validate() + self.authn.validate() + self.cache.validate()
+        return (
+            self.serving.validate()
+            + self.etcd.validate()
+            + self.authn.validate()
+            + self.cache.validate()
+            + self.tunnel.validate()
+            + self.kubelet.validate()
+            + self.controllers.validate()
+        )
 
 
 def _duration(text: str) -> float:
@@ -187,6 +199,7 @@ def add_serve_flags(p: argparse.ArgumentParser) -> None:
         "--authorization-webhook-cache-unauthorized-ttl", type=_duration, default=a.authz_denied_ttl
     )
     p.add_argument("--watch-cache-size", type=int, default=d.cache.capacity)
+    add_edge_flags(p, d.tunnel)
     p.add_argument("-v", "--v", dest="verbosity", type=int, default=0)
 
 
@@ -229,5 +242,24 @@ def from_args(a: argparse.Namespace, *, in_cluster: bool = False) -> ServerOptio
             authz_denied_ttl=a.authorization_webhook_cache_unauthorized_ttl,
         ),
         cache=CacheOptions(a.watch_cache_size),
+        tunnel=TunnelOptions(
+            port=a.tunnel_port,
+            bind_address=a.tunnel_bind_address,
+            agent_ca_file=a.tunnel_agent_ca_file,
+            cert_file=a.tunnel_cert_file,
+            key_file=a.tunnel_private_key_file,
+            allowed_ports=a.tunnel_allowed_ports,
+            peers=tuple(p.strip() for p in a.tunnel_peer if p.strip()),
+            egress_uds_path=a.egress_uds_path,
+            egress_port=a.egress_port,
+            egress_client_ca_file=a.egress_client_ca_file,
+            egress_allowed_names=_list(a.egress_allowed_names),
+            egress_direct_cidrs=_list(a.egress_direct_cidrs),
+            egress_direct_domains=_list(a.egress_direct_domains),
+        ),
+        kubelet=KubeletOptions(
+            a.kubelet_client_certificate, a.kubelet_client_key, a.kubelet_certificate_authority
+        ),
+        controllers=ControllerOptions(a.kubeconfig, in_cluster=in_cluster),
         verbosity=a.verbosity,
     )

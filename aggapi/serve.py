@@ -15,6 +15,7 @@ from aggapi.auth.authconfig import AuthConfig, RequestHeaderConfig
 from aggapi.auth.authn import Chain, RequestHeaderAuthenticator, TokenAuthenticator, X509Authenticator
 from aggapi.auth.authz import AuthenticatedOnly, Authorizer, DelegatingAuthorizer
 from aggapi.auth.kube import AuthConfigSource, KubeAccessReviewer, KubeTokenReviewer, api_client
+from aggapi.edge_api.assemble import build_edge
 from aggapi.metrics import Metrics
 from aggapi.options import AuthnOptions, ServerOptions
 from aggapi.server import Background, build_app
@@ -94,12 +95,15 @@ async def serve(opts: ServerOptions) -> None:
     ]
     if authn_api is not None:
         background.append(("extension-apiserver-authentication", source.run))
+    edge = await build_edge(opts, cert, key)
+    background += edge.background
     app = build_app(
         opts,
         authenticator=Chain(authenticators),
         authorizer=authorizer,
         metrics=metrics,
         background=background,
+        extensions=edge.extensions,
     )
     # handler_cancellation: a client that goes away cancels its handler, so idle watches are freed.
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
@@ -118,6 +122,7 @@ async def serve(opts: ServerOptions) -> None:
     finally:
         log.info("shutting down")
         await runner.cleanup()
+        await edge.close()
         for api in {id(x): x for x in (authn_api, authz_api) if x is not None}.values():
             await api.close()
 

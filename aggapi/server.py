@@ -4,20 +4,20 @@ stopped in exactly one place (aiohttp cleanup_ctx)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from aggapi import routes
-from aggapi.apis.registry import KINDS
+from aggapi.apis.registry import KINDS, VIRTUAL
 from aggapi.auth.authn import Authenticator
 from aggapi.auth.authz import Authorizer
+from aggapi.edge_api.memstore import MemoryView, MemoryViewConfig
 from aggapi.healthz import HealthCheck
-from aggapi.http.handlers import ResourceHandler
+from aggapi.http.handlers import ResourceHandler, SubresourceHandler
 from aggapi.http.middleware import authn_mw, authz_mw, errors_mw, metrics_mw
 from aggapi.metrics import Metrics
 from aggapi.options import ServerOptions
@@ -28,6 +28,7 @@ from aggapi.storage.cacher import CacheConfig, Cacher
 from aggapi.storage.compactor import run_compactor
 from aggapi.storage.etcd import EtcdClient, EtcdConfig
 from aggapi.storage.etcdstore import EtcdStore
+from aggapi.storage.interface import Storage
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,26 @@ METRICS = web.AppKey("metrics", Metrics)
 Background = tuple[str, Callable[[], Coroutine[Any, Any, None]]]
 
 
+class ViewStorage(Storage, Protocol):
+    """Storage of a kind computed in memory (not in etcd); its watches end on shutdown."""
+
+    def close_watchers(self) -> None: ...
+
+    @property
+    def watcher_count(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Extensions:
+    """What the edge parts add to the generic server: storage for virtual kinds (by resource), handlers
+    of extra subresources (by (resource, subresource)), and readiness checks."""
+
+    views: Mapping[str, ViewStorage] = field(default_factory=dict)
+    subresources: Mapping[tuple[str, str], SubresourceHandler] = field(default_factory=dict)
+    ready_checks: Sequence[HealthCheck] = ()
+    on_shutdown: Sequence[Callable[[], None]] = ()  # end long-lived streams (proxied logs -f, exec)
+
+
 def build_app(
     opts: ServerOptions,
     *,
@@ -60,7 +81,15 @@ def build_app(
     kinds: Sequence[ResourceDef] = KINDS,
     background: Sequence[Background] = (),
     delegate: Delegate | None = None,
+    extensions: Extensions | None = None,
 ) -> web.Application:
+    ext = extensions or Extensions()
+    views = dict(ext.views)
+    for rdef in kinds:  # a virtual kind nobody feeds is served empty, never from etcd
+        if rdef.resource in VIRTUAL and rdef.resource not in views:
+            views[rdef.resource] = MemoryView(
+                MemoryViewConfig({"apiVersion": rdef.api_version, "kind": rdef.kind})
+            )
     metrics = metrics or Metrics()
     app = web.Application(
         middlewares=[
@@ -74,15 +103,20 @@ def build_app(
     rt = Runtime(kinds)
     app[RUNTIME] = rt
     app[METRICS] = metrics
-    app.cleanup_ctx.append(lambda a: _lifecycle(a, opts, background))
-    app.on_shutdown.append(lambda a: _end_watches(a[RUNTIME]))
+    app.cleanup_ctx.append(lambda a: _lifecycle(a, opts, background, views, ext.subresources))
+    app.on_shutdown.append(lambda a: _end_watches(a[RUNTIME], views.values(), ext.on_shutdown))
     ready, live = _checks(rt)
+    ready += ext.ready_checks
     routes.install(app, list(kinds), rt.handlers, metrics, ready, live, delegate)
     return app
 
 
 async def _lifecycle(
-    app: web.Application, opts: ServerOptions, background: Sequence[Background]
+    app: web.Application,
+    opts: ServerOptions,
+    background: Sequence[Background],
+    views: Mapping[str, ViewStorage],
+    subresources: Mapping[tuple[str, str], SubresourceHandler],
 ) -> AsyncIterator[None]:
     rt, metrics = app[RUNTIME], app[METRICS]
     e = opts.etcd
@@ -91,6 +125,13 @@ async def _lifecycle(
     cache_cfg = CacheConfig(capacity=opts.cache.capacity, bookmark_interval=opts.cache.bookmark_interval)
     estore = EtcdStore(client, observe=metrics.observe_etcd)
     for rdef in rt.kinds:
+        view = views.get(rdef.resource)
+        if view is not None:
+            rt.handlers[(rdef.group, rdef.version, rdef.resource)] = ResourceHandler(
+                rdef, Store(rdef, view, prefix=e.prefix)
+            )
+            metrics.watch_count(rdef.resource, _counter(view))
+            continue
         prefix = f"{e.prefix.rstrip('/')}/{rdef.group}/{rdef.resource}/"
         bookmark = {"apiVersion": rdef.api_version, "kind": rdef.kind}
         cacher = Cacher(estore, prefix, bookmark_object=bookmark, config=cache_cfg)
@@ -101,8 +142,12 @@ async def _lifecycle(
         metrics.watch_count(rdef.resource, _counter(cacher))
         rt.tasks.append(asyncio.create_task(cacher.run(), name=f"watch-cache:{rdef.resource}"))
         rt.tasks.append(asyncio.create_task(cacher.bookmark_loop(), name=f"bookmarks:{rdef.resource}"))
+    for (resource, sub), handler in subresources.items():
+        for rdef in rt.kinds:
+            if rdef.resource == resource:
+                rt.handlers[(rdef.group, rdef.version, rdef.resource)].add_subresource(sub, handler)
     for name, loop in background:
-        rt.tasks.append(asyncio.create_task(loop(), name=name))
+        rt.tasks.append(asyncio.create_task(_logged(name, loop), name=name))
     if e.compaction_interval > 0:
         rt.tasks.append(
             asyncio.create_task(run_compactor(client, e.compaction_interval), name="etcd-compactor")
@@ -112,19 +157,36 @@ async def _lifecycle(
     finally:
         for t in rt.tasks:
             t.cancel()
-        for t in rt.tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        # A loop that already failed was logged by _logged; its exception must not abort the shutdown.
+        await asyncio.gather(*rt.tasks, return_exceptions=True)
         await client.close()
 
 
-async def _end_watches(rt: Runtime) -> None:
-    # Open watches would otherwise hold the graceful shutdown until its timeout.
+async def _logged(name: str, loop: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run a background loop; if it fails, say so at once (/livez reports it as stopped too)."""
+    try:
+        await loop()
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("background loop %s failed", name)
+        raise
+    log.error("background loop %s returned; it should run until shutdown", name)
+
+
+async def _end_watches(
+    rt: Runtime, views: Iterable[ViewStorage], others: Iterable[Callable[[], None]]
+) -> None:
+    # Open watches and streams would otherwise hold the graceful shutdown until its timeout.
     for c in rt.cachers:
         c.close_watchers()
+    for v in views:
+        v.close_watchers()
+    for end in others:
+        end()
 
 
-def _counter(cacher: Cacher) -> Callable[[], int]:
+def _counter(cacher: Cacher | ViewStorage) -> Callable[[], int]:
     return lambda: cacher.watcher_count
 
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from aggapi.apis.edgenode import EDGENODE
 from aggapi.apis.nodepool import NODEPOOL
 from aggapi.registry.resource import ResourceDef
 
-KINDS: tuple[ResourceDef, ...] = (NODEPOOL,)
+KINDS: tuple[ResourceDef, ...] = (NODEPOOL, EDGENODE)
+
+# Kinds served from memory by a view the server is given, not stored in etcd.
+VIRTUAL: frozenset[str] = frozenset({EDGENODE.resource})

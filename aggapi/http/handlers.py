@@ -45,6 +45,13 @@ class ResourceHandler:
         self.store = store
         self.subresources: dict[str, SubresourceHandler] = {}
 
+    def add_subresource(self, name: str, handler: SubresourceHandler) -> None:
+        """Serve `<resource>/<name>/<sub>[/...]` with `handler` (any method; the handler decides). The
+        ResourceDef must declare it in extra_subresources, so discovery and OpenAPI show it."""
+        if name not in self.rdef.extra_subresources:
+            raise ValueError(f"{self.rdef.resource}/{name} is not declared in extra_subresources")
+        self.subresources[name] = handler
+
     async def handle(self, request: web.Request, info: RequestInfo) -> web.StreamResponse:
         # Like kube, a path whose scope does not fit the kind is no route at all (the generic 404);
         # only list and watch of a namespaced kind may leave the namespace out (all namespaces).
@@ -54,6 +61,9 @@ class ResourceHandler:
         if self.rdef.namespaced and not info.namespace and (info.name or info.verb not in ("list", "watch")):
             raise NO_ROUTE
         method = request.method
+        if not info.subresource and info.verb not in self.rdef.verbs:
+            # e.g. writes to a read-only kind: kube's 405 MethodNotAllowed Status.
+            raise apierrors.method_not_allowed(method, self.rdef.resource)
         if not info.name:
             if method in ("GET", "HEAD"):
                 return await (self.watch(request, info) if info.verb == "watch" else self.list(request, info))

@@ -13,13 +13,14 @@ the edgenodes view.
 """
 
 from aggapi.tunnel.config import AgentInfo, EgressConfig, TunnelServerConfig
-from aggapi.tunnel.conn import TunnelConn, splice
+from aggapi.tunnel.conn import ByteConn, TunnelConn, splice
 from aggapi.tunnel.egress import EgressServer
 from aggapi.tunnel.errors import DialError
 from aggapi.tunnel.server import NodeAddresses, TunnelServer, TunnelStats
 
 __all__ = [
     "AgentInfo",
+    "ByteConn",
     "DialError",
     "EgressConfig",
     "EgressServer",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 
@@ -21,6 +21,23 @@ from edge.tunnel.protocol import MAX_FRAME, pb
 log = logging.getLogger(__name__)
 
 _CLOSE_TIMEOUT = 5.0
+
+
+class ByteConn(Protocol):
+    """What splice() and the egress need of a dialled connection: a TunnelConn, or a direct one."""
+
+    node: str  # the node whose agent carries it; "" for a direct connection
+    conn_id: str
+
+    async def read(self, n: int = ...) -> bytes: ...
+
+    async def write(self, data: bytes) -> None: ...
+
+    async def close_write(self) -> None: ...
+
+    def abort(self, reason: str = ...) -> None: ...
+
+    async def close(self) -> None: ...
 
 
 class TunnelConn:
@@ -133,7 +150,7 @@ class TunnelConn:
             self._done.set()
 
 
-async def splice(conn: TunnelConn, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def splice(conn: ByteConn, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """Pipe bytes both ways between `conn` and a stream pair until both directions ended or one failed.
 
     Half-closes are passed on where the transport can express them (TCP, unix sockets); over TLS, where

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Protocol
 
 from aggapi.tunnel.config import EgressConfig
-from aggapi.tunnel.conn import TunnelConn, close_stream, splice
+from aggapi.tunnel.conn import ByteConn, close_stream, splice
 from aggapi.tunnel.errors import DialError
 from edge.tunnel.protocol import format_hostport, split_hostport
 
@@ -30,7 +30,7 @@ _REASONS |= {503: "Service Unavailable", 504: "Gateway Timeout", 431: "Request H
 
 
 class Dialer(Protocol):
-    async def dial(self, target_host: str, port: int, *, timeout: float | None = None) -> TunnelConn: ...
+    async def dial(self, target_host: str, port: int, *, timeout: float | None = None) -> ByteConn: ...
 
 
 class EgressServer:
@@ -131,7 +131,7 @@ class EgressServer:
         task = asyncio.current_task()
         assert task is not None
         self._handlers.add(task)
-        conn: TunnelConn | None = None
+        conn: ByteConn | None = None
         try:
             if len(self._handlers) > self.config.max_connections:
                 await self._answer(writer, 503, "too many proxied connections")

@@ -23,6 +23,7 @@ import grpc
 
 from aggapi.tunnel.config import AgentInfo, TunnelServerConfig
 from aggapi.tunnel.conn import TunnelConn
+from aggapi.tunnel.creds import ServerCertFiles
 from aggapi.tunnel.errors import DialError
 from aggapi.tunnel.identity import PeerIdentity
 from aggapi.tunnel.registry import AgentSession, PendingDial, Registry
@@ -75,6 +76,10 @@ class TunnelServer:
 
     def agents(self) -> dict[str, AgentInfo]:
         return self._registry.agents()
+
+    def has_agent(self, node: str) -> bool:
+        """Whether an agent of `node` is connected to this replica."""
+        return self._registry.session(node) is not None
 
     def set_peers(self, peers: Sequence[str]) -> None:
         """Replace the replica list agents are told about (e.g. from replica discovery); every connected
@@ -209,12 +214,15 @@ class TunnelServer:
             session.active_connections -= 1
 
     def _credentials(self) -> grpc.ServerCredentials:
-        c = self.config
-        return grpc.ssl_server_credentials(
-            [(Path(c.key_file).read_bytes(), Path(c.cert_file).read_bytes())],
-            root_certificates=Path(c.agent_ca_file).read_bytes(),
-            require_client_auth=True,
+        # Re-read on the next agent handshake after the files change: a rotated serving certificate or
+        # agent CA needs no restart; established agent sessions keep their TLS session.
+        files = ServerCertFiles(
+            Path(self.config.cert_file), Path(self.config.key_file), Path(self.config.agent_ca_file)
         )
+        initial = files.load()
+        if initial is None:
+            raise OSError(f"tunnel server: cannot load {self.config.cert_file} / {self.config.key_file}")
+        return grpc.dynamic_ssl_server_credentials(initial, files.fetch, require_client_authentication=True)
 
     def _server_options(self) -> list[tuple[str, int]]:
         c = self.config

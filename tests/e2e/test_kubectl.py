@@ -31,8 +31,9 @@ def ok(res: subprocess.CompletedProcess[str]) -> str:
 
 def test_api_resources_lists_nodepools_with_short_name(kubeconfig: Path) -> None:
     out = ok(kubectl(kubeconfig, "api-resources", "--api-group=edge.aggapi.io", "--no-headers"))
-    fields = out.split()
-    assert fields[:5] == ["nodepools", "np", "edge.aggapi.io/v1alpha1", "false", "NodePool"]
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.strip()}
+    assert rows["nodepools"] == ["nodepools", "np", "edge.aggapi.io/v1alpha1", "false", "NodePool"]
+    assert rows["edgenodes"] == ["edgenodes", "en", "edge.aggapi.io/v1alpha1", "false", "EdgeNode"]
 
 
 def test_apply_creates_then_updates_and_get_shows_columns(kubeconfig: Path, tmp_path: Path) -> None:

@@ -1,0 +1,186 @@
+"""EdgeNode: a read-only view of one edge Node joined with the state of its tunnel agent.
+
+Nothing is stored: aggapi builds each EdgeNode from its Node informer and its tunnel server (see
+aggapi/edge_api/). The kind is get/list/watch only; `proxy` reaches the node's kubelet through the tunnel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from aggapi.apis.common import GROUP, VERSION, object_schema
+from aggapi.machinery.timefmt import format_rfc3339
+from aggapi.registry.resource import FieldError, Obj, PrinterColumn, ResourceDef
+
+CONNECTED, DISCONNECTED = "Connected", "Disconnected"
+# kube's nodes/proxy: every method is a connect verb.
+PROXY_VERBS = ["create", "delete", "get", "patch", "update"]
+
+_STRINGS: dict[str, Any] = {"type": "array", "items": {"type": "string"}}
+
+SPEC: dict[str, Any] = {
+    "type": "object",
+    "description": "EdgeNodeSpec names the Node this view is of.",
+    "properties": {
+        "nodeName": {"type": "string", "description": "The name of the Node."},
+        "pool": {
+            "type": "string",
+            "description": "The NodePool the node belongs to (its apps.openyurt.io/nodepool label), if any.",
+        },
+    },
+}
+
+TUNNEL: dict[str, Any] = {
+    "type": "object",
+    "description": "The node's tunnel agent as the aggapi replica that answered sees it.",
+    "properties": {
+        "connected": {"type": "boolean", "description": "An agent of this node is connected."},
+        "state": {
+            "type": "string",
+            "enum": [CONNECTED, DISCONNECTED],
+            "description": "Connected or Disconnected.",
+        },
+        "connectedSince": {
+            "type": "string",
+            "format": "date-time",
+            "description": "When the agent connected.",
+        },
+        "agentVersion": {"type": "string", "description": "The version the agent announced."},
+        "addresses": {**_STRINGS, "description": "Addresses the agent announced that are on the Node."},
+        "rejectedAddresses": {
+            **_STRINGS,
+            "description": "Addresses the agent announced that are not on the Node (never routed to).",
+        },
+    },
+}
+
+STATUS: dict[str, Any] = {
+    "type": "object",
+    "description": "EdgeNodeStatus is the observed state of the node and its tunnel.",
+    "properties": {
+        "ready": {
+            "type": "string",
+            "enum": ["True", "False", "Unknown"],
+            "description": "The status of the Node's Ready condition.",
+        },
+        "addresses": {
+            "type": "array",
+            "description": "The Node's status.addresses.",
+            "items": {
+                "type": "object",
+                "properties": {"type": {"type": "string"}, "address": {"type": "string"}},
+            },
+        },
+        "kubeletPort": {
+            "type": "integer",
+            "format": "int32",
+            "description": "The kubelet's port on the node.",
+        },
+        "tunnel": TUNNEL,
+    },
+}
+
+SCHEMA = object_schema(
+    "EdgeNode",
+    "EdgeNode is a read-only view of an edge Node (label openyurt.io/is-edge-worker=true, or a member of "
+    "a NodePool) joined with the state of its tunnel agent. Its proxy subresource reaches the node's "
+    "kubelet through the tunnel.",
+    SPEC,
+    STATUS,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeFacts:
+    """What an EdgeNode shows of its Node (extracted by the caller)."""
+
+    name: str
+    uid: str
+    created: str  # the Node's creationTimestamp
+    labels: Mapping[str, str]
+    pool: str
+    ready: str  # True | False | Unknown
+    addresses: tuple[tuple[str, str], ...]  # (type, address)
+    kubelet_port: int
+
+
+@dataclass(frozen=True, slots=True)
+class TunnelFacts:
+    connected_since: float  # unix time
+    agent_version: str
+    addresses: tuple[str, ...]
+    rejected_addresses: tuple[str, ...] = ()
+
+
+def edge_node(node: NodeFacts, tunnel: TunnelFacts | None) -> Obj:
+    """The EdgeNode object, without resourceVersion (the view mints those)."""
+    t: Obj = {"connected": tunnel is not None, "state": CONNECTED if tunnel is not None else DISCONNECTED}
+    if tunnel is not None:
+        t["connectedSince"] = format_rfc3339(datetime.fromtimestamp(tunnel.connected_since, UTC))
+        t["agentVersion"] = tunnel.agent_version
+        t["addresses"] = list(tunnel.addresses)
+        if tunnel.rejected_addresses:
+            t["rejectedAddresses"] = list(tunnel.rejected_addresses)
+    meta: Obj = {"name": node.name, "uid": node.uid, "creationTimestamp": node.created}
+    if node.labels:
+        meta["labels"] = dict(node.labels)
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "EdgeNode",
+        "metadata": meta,
+        "spec": {"nodeName": node.name, **({"pool": node.pool} if node.pool else {})},
+        "status": {
+            "ready": node.ready,
+            "addresses": [{"type": typ, "address": addr} for typ, addr in node.addresses],
+            "kubeletPort": node.kubelet_port,
+            "tunnel": t,
+        },
+    }
+
+
+class ReadOnlyStrategy:
+    """Never used for writes (the kind's verbs are get/list/watch: writes are 405 before any strategy)."""
+
+    def prepare_for_create(self, obj: Obj) -> None:
+        pass
+
+    def prepare_for_update(self, new: Obj, old: Obj) -> None:
+        pass
+
+    def validate(self, obj: Obj) -> list[FieldError]:
+        return [FieldError.forbidden("", "edgenodes are read-only")]
+
+    def validate_update(self, new: Obj, old: Obj) -> list[FieldError]:
+        return self.validate(new)
+
+
+EDGENODE = ResourceDef(
+    group=GROUP,
+    version=VERSION,
+    resource="edgenodes",
+    kind="EdgeNode",
+    singular="edgenode",
+    namespaced=False,
+    schema=SCHEMA,
+    strategy=ReadOnlyStrategy(),
+    short_names=("en",),
+    categories=("edge",),
+    printer_columns=(
+        PrinterColumn("Pool", "string", ".spec.pool", "The NodePool of the node"),
+        PrinterColumn(
+            "Tunnel", "string", ".status.tunnel.state", "Whether the node's tunnel agent is connected"
+        ),
+        PrinterColumn("Ready", "string", ".status.ready", "The Node's Ready condition"),
+        PrinterColumn("Age", "date", ".metadata.creationTimestamp"),
+    ),
+    extra_subresources=("proxy",),
+    verbs=("get", "list", "watch"),
+    description="EdgeNode is a read-only view of an edge Node joined with its tunnel state.",
+    extra={
+        "subresource_verbs": {"proxy": PROXY_VERBS},
+        "subresource_kinds": {"proxy": "EdgeNodeProxyOptions"},
+    },
+)
