@@ -59,30 +59,62 @@ def add_dev_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dir", default=".aggapi-dev", help="state directory of the lab")
     p.add_argument("--port", type=int, default=6443, help="the devcluster's port (what kubectl uses)")
     p.add_argument("--aggapi-port", type=int, default=8443, help="aggapi's own port")
+    p.add_argument(
+        "--nodes",
+        type=int,
+        default=3,
+        help="simulated edge nodes (kubelet-sim + tunnel agent on 127.0.1.10, .11, ...); 0 for none",
+    )
+    p.add_argument(
+        "--tunnel-port", type=int, default=0, help="aggapi's tunnel (agent) port; 0 picks a free one"
+    )
 
 
 def run_dev(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return run_lab(Path(args.dir), args.port, args.aggapi_port)
+    if args.nodes < 0:
+        print("aggapi dev: --nodes must be 0 or more", file=sys.stderr)
+        return 2
+    return run_lab(
+        Path(args.dir), args.port, args.aggapi_port, nodes=args.nodes, tunnel_port=args.tunnel_port
+    )
 
 
-def run_lab(state: Path, port: int = 6443, aggapi_port: int = 8443) -> int:
+def hints(lab: Lab) -> str:
+    venv_bin = Path(sys.executable).parent
+    k = f"kubectl --kubeconfig {lab.kubeconfig}"
+    lines = [
+        f"\nThe aggapi lab is up: kubectl → devcluster {lab.url} → aggapi {lab.aggapi_url} (APIService "
+        f"{APISERVICE} Available).\nLogs: {lab.state}/*.log\n",
+        f"  export PATH={venv_bin}:$PATH   # the kubectl installed in .venv",
+        f"  {k} get nodepools",
+        f"  {k} api-resources --api-group=edge.aggapi.io",
+        f"  {k} get apiservice {APISERVICE}",
+    ]
+    if lab.edge is not None:
+        nodes = lab.edge.nodes
+        n, pod = nodes[0].name, nodes[0].pod
+        lines += [
+            f"\n{len(nodes)} edge nodes ({', '.join(f'{x.name} {x.address}' for x in nodes)}), reached only "
+            f"through aggapi's tunnel (agents on 127.0.0.1:{lab.tunnel_port}):",
+            f"  {k} get nodes,pods -o wide",
+            f"  {k} logs -f {pod}",
+            f"  {k} exec -it {pod} -- sh",
+            f"  {k} port-forward pod/{pod} 8080:8080   # an echo server",
+            f"  {k} get --raw /api/v1/nodes/{n}/proxy/healthz",
+        ]
+    return "\n".join(lines) + "\n\nPress Ctrl-C to stop."
+
+
+def run_lab(
+    state: Path, port: int = 6443, aggapi_port: int = 8443, *, nodes: int = 0, tunnel_port: int = 0
+) -> int:
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
-    lab = Lab(LabConfig(state, port, aggapi_port))
+    lab = Lab(LabConfig(state, port, aggapi_port, nodes=nodes, tunnel_port=tunnel_port))
     try:
         lab.start()
-        venv_bin = Path(sys.executable).parent
-        print(
-            f"\nThe aggapi lab is up: kubectl → devcluster {lab.url} → aggapi {lab.aggapi_url} (APIService "
-            f"{APISERVICE} Available).\nLogs: {lab.state}/{{etcd,devcluster,aggapi}}.log\n\n"
-            f"  export PATH={venv_bin}:$PATH   # the kubectl installed in .venv\n"
-            f"  kubectl --kubeconfig {lab.kubeconfig} get nodepools\n"
-            f"  kubectl --kubeconfig {lab.kubeconfig} api-resources --api-group=edge.aggapi.io\n"
-            f"  kubectl --kubeconfig {lab.kubeconfig} get apiservice {APISERVICE}\n\n"
-            "Press Ctrl-C to stop.",
-            flush=True,
-        )
+        print(hints(lab), flush=True)
         while not stop["now"]:
             for c in lab.children.values():
                 if not c.running:

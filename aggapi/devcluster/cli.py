@@ -35,6 +35,20 @@ def add_flags(p: argparse.ArgumentParser) -> None:
         default=d.apiservice_check_interval,
         help="how often APIService availability is checked (Go duration, e.g. 5s)",
     )
+    p.add_argument(
+        "--egress-selector-config-file",
+        default="",
+        help="EgressSelectorConfiguration (apiserver.k8s.io/v1beta1): kubelet traffic goes through its "
+        "HTTPConnect 'cluster' proxy; without it the devcluster cannot reach any kubelet",
+    )
+    p.add_argument("--kubelet-client-certificate", default="", help="client certificate for kubelets")
+    p.add_argument("--kubelet-client-key", default="")
+    p.add_argument("--kubelet-certificate-authority", default="", help="CA of the kubelets' serving certs")
+    p.add_argument(
+        "--kubelet-preferred-address-types",
+        default=",".join(d.kubelet_preferred_address_types),
+        help="which Node address to dial, in order of preference",
+    )
     p.add_argument("-v", "--v", dest="verbosity", type=int, default=0)
 
 
@@ -48,6 +62,13 @@ def from_args(a: argparse.Namespace) -> DevclusterOptions:
         token_auth_file=a.token_auth_file,
         authorization_policy_file=a.authorization_policy_file,
         apiservice_check_interval=a.apiservice_check_interval,
+        egress_selector_config_file=a.egress_selector_config_file,
+        kubelet_client_certificate=a.kubelet_client_certificate,
+        kubelet_client_key=a.kubelet_client_key,
+        kubelet_certificate_authority=a.kubelet_certificate_authority,
+        kubelet_preferred_address_types=tuple(
+            t.strip() for t in a.kubelet_preferred_address_types.split(",") if t.strip()
+        ),
     )
 
 

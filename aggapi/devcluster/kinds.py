@@ -122,6 +122,8 @@ def kind(
 
 
 _ALL = ("all",)
+POD_STREAMING = ("attach", "exec", "log", "portforward")
+_CONNECT = ["create", "get"]
 
 CORE: tuple[ResourceDef, ...] = (
     kind(
@@ -144,6 +146,11 @@ CORE: tuple[ResourceDef, ...] = (
         short=("no",),
         status=True,
         on_create="keep",  # kubelets register with their status
+        extra_subresources=("proxy",),  # served by kubelet.py, through the egress selector
+        extra={
+            "subresource_verbs": {"proxy": ["create", "delete", "get", "patch", "update"]},
+            "subresource_kinds": {"proxy": "NodeProxyOptions"},
+        },
         columns=(
             AGE,
             col("Version", ".status.nodeInfo.kubeletVersion"),
@@ -166,6 +173,21 @@ CORE: tuple[ResourceDef, ...] = (
         ),
         initial_status={"phase": "Pending"},
         categories=_ALL,
+        extra_subresources=POD_STREAMING,  # served by kubelet.py, through the egress selector
+        extra={
+            "subresource_verbs": {
+                "log": ["get"],
+                "exec": _CONNECT,
+                "attach": _CONNECT,
+                "portforward": _CONNECT,
+            },
+            "subresource_kinds": {
+                "log": "Pod",
+                "exec": "PodExecOptions",
+                "attach": "PodAttachOptions",
+                "portforward": "PodPortForwardOptions",
+            },
+        },
     ),
     kind(
         "",

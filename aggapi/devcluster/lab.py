@@ -15,62 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from aggapi.devcluster.labkit import Child, JSONClient, etcd_binary, free_port, wait_for
+from aggapi.devcluster.labnodes import LabNodes, plan_nodes
+from aggapi.devcluster.labpolicy import LAB_POLICY, NAMESPACE, SA_USER, SERVICE
 from aggapi.devcluster.pki import ensure_pki
 from aggapi.kubeconfig import write_kubeconfig
 from certs.files import load_or_create_ca, write_pair
 from certs.pki import issue_serving, service_dns_names
 
-NAMESPACE, SERVICE = "aggapi-system", "aggapi"
-SA_USER = f"system:serviceaccount:{NAMESPACE}:{SERVICE}"
 APISERVICE = "v1alpha1.edge.aggapi.io"
-
-# What the real manifests grant aggapi's ServiceAccount (apiservice/server/rbac-*.yaml): delegated
-# authn/authz, reading the ConfigMap in kube-system, and what its controllers do with core kinds.
-LAB_POLICY = f"""\
-# The devcluster's authorization policy for the lab (format: docs/devcluster.md).
-# Users in system:masters (the lab's admin kubeconfig) may do everything without a rule.
-rules:
-  # system:auth-delegator
-  - users: ["{SA_USER}"]
-    verbs: ["create"]
-    apiGroups: ["authentication.k8s.io"]
-    resources: ["tokenreviews"]
-  - users: ["{SA_USER}"]
-    verbs: ["create"]
-    apiGroups: ["authorization.k8s.io"]
-    resources: ["subjectaccessreviews"]
-  # extension-apiserver-authentication-reader (list/watch by field selector, hence no resourceNames)
-  - users: ["{SA_USER}"]
-    verbs: ["get", "list", "watch"]
-    apiGroups: [""]
-    resources: ["configmaps"]
-    namespaces: ["kube-system"]
-  # aggapi:controller
-  - users: ["{SA_USER}"]
-    verbs: ["get", "list", "watch", "update", "patch"]
-    apiGroups: [""]
-    resources: ["nodes", "pods"]
-  - users: ["{SA_USER}"]
-    verbs: ["patch"]
-    apiGroups: [""]
-    resources: ["nodes/status"]
-  - users: ["{SA_USER}"]
-    verbs: ["create"]
-    apiGroups: [""]
-    resources: ["pods/eviction"]
-  - users: ["{SA_USER}"]
-    verbs: ["get", "list", "watch"]
-    apiGroups: ["", "discovery.k8s.io", "policy", "coordination.k8s.io"]
-    resources: ["services", "endpoints", "endpointslices", "poddisruptionbudgets", "leases"]
-  - users: ["{SA_USER}"]
-    verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
-    apiGroups: ["apps"]
-    resources: ["deployments", "statefulsets"]
-  - users: ["{SA_USER}"]
-    verbs: ["create", "patch"]
-    apiGroups: ["", "events.k8s.io"]
-    resources: ["events"]
-"""
 
 
 @dataclass
@@ -83,6 +35,9 @@ class LabConfig:
     check_interval: str = "2s"
     extra_tokens: str = ""  # more token-file lines (tests)
     extra_policy: str = ""  # more YAML appended to the policy file (tests)
+    nodes: int = 0  # simulated edge nodes (labnodes.py)
+    node_addresses: tuple[str, ...] = ()  # default 127.0.1.(10+i)
+    tunnel_port: int = 0  # aggapi's agent port; 0 picks a free one
     say: Callable[[str], None] = field(default=lambda msg: print(msg, flush=True))
 
 
@@ -96,6 +51,11 @@ class Lab:
         self.aggapi_url = f"https://127.0.0.1:{cfg.aggapi_port}"
         self.children: dict[str, Child] = {}
         self.etcd_servers = cfg.etcd_servers
+        self.tunnel_port = cfg.tunnel_port or (free_port() if cfg.nodes else 0)
+        self.edge: LabNodes | None = None
+        if cfg.nodes:
+            nodes = plan_nodes(cfg.nodes, cfg.node_addresses)
+            self.edge = LabNodes(self.state, self.state / "pki", nodes, self._child)
 
     # ---- files ------------------------------------------------------------------------------------
 
@@ -135,6 +95,8 @@ class Lab:
             user=SA_USER,
             context="devcluster",
         )
+        if self.edge is not None:
+            self.edge.prepare_files()
 
     # ---- processes --------------------------------------------------------------------------------
 
@@ -191,6 +153,7 @@ class Lab:
                 f"--token-auth-file={self.tokens}",
                 f"--authorization-policy-file={self.policy}",
                 f"--apiservice-check-interval={self.cfg.check_interval}",
+                *(self.edge.devcluster_args() if self.edge is not None else []),
             ],
         )
         admin = self.admin()
@@ -204,6 +167,9 @@ class Lab:
         )
 
     def start_aggapi(self) -> None:
+        tunnel = (
+            self.edge.tunnel_args(self.tunnel_port, self.aggapi_kubeconfig) if self.edge is not None else []
+        )
         c = self._child(
             "aggapi",
             [
@@ -219,6 +185,7 @@ class Lab:
                 f"--etcd-prefix={self._prefix('/registry')}",
                 f"--authentication-kubeconfig={self.aggapi_kubeconfig}",
                 f"--authorization-kubeconfig={self.aggapi_kubeconfig}",
+                *tunnel,
             ],
         )
         probe = JSONClient(self.aggapi_url, self.aggapi_ca)
@@ -228,6 +195,23 @@ class Lab:
         c = self.children.pop("aggapi", None)
         if c is not None:
             c.stop()
+
+    # ---- edge nodes -------------------------------------------------------------------------------
+
+    def start_agent(self, node: str) -> None:
+        assert self.edge is not None
+        self.edge.start_agent(self.edge.node(node), f"127.0.0.1:{self.tunnel_port}", self.aggapi_ca)
+
+    def stop_agent(self, node: str) -> None:
+        c = self.children.pop(f"agent-{node}", None)
+        if c is not None:
+            c.stop()
+
+    def wait_nodes(self, timeout: float = 60) -> None:
+        """Until every node's kubelet answers nodes/proxy/healthz through the devcluster (the tunnel)."""
+        assert self.edge is not None
+        for n in self.edge.nodes:
+            self.edge.wait_proxied(self.admin(), n, list(self.children.values()), timeout)
 
     # ---- registration -----------------------------------------------------------------------------
 
@@ -336,12 +320,23 @@ class Lab:
                 self._start_etcd()
             say(f"starting the devcluster (kube-apiserver stand-in) on {self.url} ...")
             self._start_devcluster()
+            if self.edge is not None:
+                say(f"registering {len(self.edge.nodes)} edge nodes and starting their kubelet-sims ...")
+                self.edge.register(self.admin())
+                self.edge.start_sims()
             say(f"starting aggapi on {self.aggapi_url} (delegating authn/authz to the devcluster) ...")
             self.start_aggapi()
             say(f"registering APIService {APISERVICE} ...")
             self.register()
             self.wait_available()
             self.wait_served()
+            if self.edge is not None:
+                say(
+                    f"starting tunnel agents (to 127.0.0.1:{self.tunnel_port}) and waiting for every node ..."
+                )
+                for n in self.edge.nodes:
+                    self.start_agent(n.name)
+                self.wait_nodes()
             write_kubeconfig(
                 self.kubeconfig,
                 server=self.url,
@@ -355,7 +350,10 @@ class Lab:
             raise
 
     def stop(self) -> None:
-        for name in ("aggapi", "devcluster", "etcd"):
+        """Agents, aggapi, kubelets, the devcluster, etcd: each stopped by its PID."""
+        order = [n for n in self.children if n.startswith("agent-")] + ["aggapi"]
+        order += [n for n in self.children if n.startswith("kubelet-")] + ["devcluster", "etcd"]
+        for name in order + list(self.children):
             c = self.children.pop(name, None)
             if c is not None:
                 c.stop()

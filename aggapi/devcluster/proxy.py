@@ -17,6 +17,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from aggapi.auth.authn import UserInfo
+from aggapi.devcluster import rawhttp
 from aggapi.devcluster.backends import CONNECT_TIMEOUT, DISCOVERY_TIMEOUT, Backend, identity_headers
 from aggapi.http.requestinfo import RequestInfo
 
@@ -40,7 +41,6 @@ HOP_BY_HOP = frozenset(
 )
 REQUEST_TIMEOUT = 60.0  # kube-apiserver's --request-timeout for requests that are not long-running
 LONG_RUNNING_SUBRESOURCES = frozenset({"proxy", "log", "exec", "attach", "portforward"})
-_HEAD_LIMIT = 64 * 1024
 
 
 def is_upgrade(request: web.Request) -> bool:
@@ -158,33 +158,6 @@ class _Inbound:
         return data
 
 
-async def _read_head(reader: asyncio.StreamReader) -> tuple[int, str, list[tuple[str, str]]]:
-    raw = await reader.readuntil(b"\r\n\r\n")
-    if len(raw) > _HEAD_LIMIT:
-        raise ValueError("response head too large")
-    lines = raw.decode("latin-1").split("\r\n")
-    _, code, *reason = lines[0].split(" ", 2)
-    headers = [(k.strip(), v.strip()) for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)]
-    return int(code), (reason[0] if reason else ""), headers
-
-
-async def _read_body(reader: asyncio.StreamReader, headers: list[tuple[str, str]]) -> bytes:
-    h = {k.lower(): v for k, v in headers}
-    if "chunked" in h.get("transfer-encoding", "").lower():
-        out = bytearray()
-        while True:
-            size = int((await reader.readuntil(b"\r\n")).split(b";")[0].strip(), 16)
-            if size == 0:
-                while (await reader.readuntil(b"\r\n")) != b"\r\n":
-                    pass
-                return bytes(out)
-            out += await reader.readexactly(size)
-            await reader.readexactly(2)
-    if "content-length" in h:
-        return await reader.readexactly(int(h["content-length"]))
-    return await reader.read()
-
-
 async def _upgrade(
     request: web.Request, backend: Backend, host: str, port: int, headers: CIMultiDict[str]
 ) -> web.StreamResponse:
@@ -196,30 +169,41 @@ async def _upgrade(
     except (OSError, TimeoutError) as exc:
         return unavailable(f"error trying to reach service: {exc or type(exc).__name__}")
     try:
-        head = [f"{request.method} {request.raw_path} HTTP/1.1", f"Host: {host}:{port}"]
-        head += [f"{k}: {v}" for k, v in headers.items()]
-        head += ["Connection: Upgrade", f"Upgrade: {request.headers['Upgrade']}"]
-        writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
-        if request.body_exists:
-            writer.write(await request.read())
-        await writer.drain()
-        async with asyncio.timeout(REQUEST_TIMEOUT):
-            status, reason, up_headers = await _read_head(reader)
-            if status != 101:
-                body = await _read_body(reader, up_headers)
-        if status != 101:
-            resp = web.Response(status=status, reason=reason, body=body)
-            _copy_response_headers(CIMultiDict(up_headers), resp)
-            resp.headers.popall("Content-Length", None)
-            return resp
-        return await _splice(request, reader, writer, reason, up_headers)
+        out = [*headers.items(), ("Connection", "Upgrade"), ("Upgrade", request.headers["Upgrade"])]
+        head = rawhttp.request_head(request.method, request.raw_path, f"{host}:{port}", out)
+        return await exchange_upgrade(request, reader, writer, head)
     except (OSError, ValueError, TimeoutError, asyncio.IncompleteReadError) as exc:
         return unavailable(f"error upgrading the connection: {exc or type(exc).__name__}")
     finally:
-        writer.close()
-        with contextlib.suppress(OSError, TimeoutError):
-            async with asyncio.timeout(1):
-                await writer.wait_closed()
+        await close_writer(writer)
+
+
+async def close_writer(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    with contextlib.suppress(OSError, TimeoutError):
+        async with asyncio.timeout(1):
+            await writer.wait_closed()
+
+
+async def exchange_upgrade(
+    request: web.Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes
+) -> web.StreamResponse:
+    """Send an upgrade request on an open connection; relay a non-101 answer as an ordinary response,
+    or the 101 and then the bytes both ways until either side closes. Network errors are raised."""
+    writer.write(head)
+    if request.body_exists:
+        writer.write(await request.read())
+    await writer.drain()
+    async with asyncio.timeout(REQUEST_TIMEOUT):
+        status, reason, up_headers = await rawhttp.read_head(reader)
+        if status != 101:
+            body = await rawhttp.read_body(reader, up_headers)
+    if status != 101:
+        resp = web.Response(status=status, reason=reason, body=body)
+        _copy_response_headers(CIMultiDict(up_headers), resp)
+        resp.headers.popall("Content-Length", None)
+        return resp
+    return await _splice(request, reader, writer, reason, up_headers)
 
 
 async def _splice(

@@ -21,7 +21,9 @@ from aggapi.devcluster.aggregator import Aggregator
 from aggapi.devcluster.backends import FrontProxyCredentials
 from aggapi.devcluster.bootstrap import Bootstrap, Published
 from aggapi.devcluster.csr import install_approval
+from aggapi.devcluster.egress import EgressDialer, kubelet_tls, load_egress_selector
 from aggapi.devcluster.kinds import KINDS, find
+from aggapi.devcluster.kubelet import KubeletProxy
 from aggapi.devcluster.options import DevclusterOptions
 from aggapi.devcluster.pki import FRONT_PROXY_CN, DevclusterPKI, ensure_pki
 from aggapi.devcluster.policy import Policy, PolicyAuthorizer, StaticTokens, load_policy, parse_token_file
@@ -84,17 +86,31 @@ class Loaded:
     policy: Policy
     client_ca: bytes
     front_proxy_ca: bytes
+    kubelet_dialer: EgressDialer | None
 
 
 def load(opts: DevclusterOptions) -> Loaded:
     pki = ensure_pki(Path(opts.pki_dir), ips=sorted({"127.0.0.1", opts.bind_address}))
     tokens = parse_token_file(Path(opts.token_auth_file).read_text()) if opts.token_auth_file else {}
+    egress = load_egress_selector(opts.egress_selector_config_file)
+    dialer = None
+    if egress is not None:
+        if not opts.kubelet_certificate_authority:
+            log.warning("no --kubelet-certificate-authority: kubelets' serving certificates are not verified")
+        kubelet = kubelet_tls(
+            opts.kubelet_client_certificate, opts.kubelet_client_key, opts.kubelet_certificate_authority
+        )
+        dialer = EgressDialer(egress, kubelet)
+        log.info("kubelet traffic goes through the HTTP CONNECT egress at %s", egress.where)
+    else:
+        log.info("no egress selector for cluster traffic: kubelet requests will be answered 503")
     return Loaded(
         pki,
         StaticTokens(tokens),
         load_policy(opts.authorization_policy_file),
         pki.client_ca.read_bytes(),
         pki.front_proxy_ca.read_bytes(),
+        dialer,
     )
 
 
@@ -148,6 +164,10 @@ async def run(opts: DevclusterOptions, stop: asyncio.Event | None = None) -> Non
     await runner.setup()
     csr = find("certificates.k8s.io", "certificatesigningrequests")
     install_approval(app[RUNTIME].handlers[(csr.group, csr.version, csr.resource)])
+    handlers = app[RUNTIME].handlers
+    KubeletProxy(cfg.kubelet_dialer, opts.kubelet_preferred_address_types).install(
+        handlers[("", "v1", "pods")], handlers[("", "v1", "nodes")]
+    )
     site = web.TCPSite(runner, opts.bind_address, opts.secure_port, ssl_context=tls.base, backlog=1024)
     await site.start()
     log.info("devcluster serving on https://%s:%d", opts.bind_address, opts.secure_port)

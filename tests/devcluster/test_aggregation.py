@@ -48,7 +48,8 @@ def test_apiservice_available(kc: Path) -> None:
 
 def test_discovery_and_explain(kc: Path) -> None:
     out = ok(kubectl(kc, "api-resources", "--api-group=edge.aggapi.io", "--no-headers"))
-    assert out.split()[:5] == ["nodepools", "np", "edge.aggapi.io/v1alpha1", "false", "NodePool"]
+    rows = {line.split()[0]: line.split() for line in out.splitlines()}
+    assert rows["nodepools"][:5] == ["nodepools", "np", "edge.aggapi.io/v1alpha1", "false", "NodePool"]
     explained = ok(kubectl(kc, "explain", "nodepools.spec.taints"))
     assert "KIND:       NodePool" in explained and "FIELD: taints <[]Object>" in explained
     assert "effect" in explained

@@ -24,6 +24,7 @@ class Devcluster:
     check_interval: str = "500ms"
     port: int = field(default_factory=free_port)
     prefix: str = field(default_factory=lambda: f"/dc-{uuid.uuid4().hex[:8]}")
+    extra_args: tuple[str, ...] = ()  # more devcluster flags (e.g. the egress selector)
     child: Child | None = None
 
     @property
@@ -54,6 +55,7 @@ class Devcluster:
                 f"--token-auth-file={self.workdir / 'tokens.csv'}",
                 f"--authorization-policy-file={self.workdir / 'policy.yaml'}",
                 f"--apiservice-check-interval={self.check_interval}",
+                *self.extra_args,
             ],
             self.workdir / "devcluster.log",
         )

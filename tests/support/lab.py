@@ -10,10 +10,12 @@ session's etcd with prefixes of its own, plus a few token users with known permi
 from __future__ import annotations
 
 import logging
+import random
 import uuid
 from pathlib import Path
 
 from aggapi.devcluster.labkit import free_port
+from aggapi.devcluster.labnodes import check_bindable
 from aggapi.devlab import Lab, LabConfig
 
 log = logging.getLogger(__name__)
@@ -35,7 +37,22 @@ reviewDenies:
 """
 
 
-def start_lab(state: Path, etcd_servers: str) -> Lab:
+def free_node_addresses(count: int) -> tuple[str, ...]:
+    """`count` free 127.0.1.N:10250 (N in 100..250, away from `aggapi dev`'s .10 and up)."""
+    candidates = random.sample(range(100, 251), k=151)
+    found: list[str] = []
+    for n in candidates:
+        try:
+            check_bindable(f"127.0.1.{n}")
+        except RuntimeError:
+            continue
+        found.append(f"127.0.1.{n}")
+        if len(found) == count:
+            return tuple(found)
+    raise RuntimeError(f"no {count} free 127.0.1.N:10250 addresses")
+
+
+def start_lab(state: Path, etcd_servers: str, nodes: int = 0) -> Lab:
     lab = Lab(
         LabConfig(
             state,
@@ -47,6 +64,8 @@ def start_lab(state: Path, etcd_servers: str) -> Lab:
             extra_tokens=EXTRA_TOKENS,
             extra_policy=EXTRA_POLICY,
             say=log.info,
+            nodes=nodes,
+            node_addresses=free_node_addresses(nodes) if nodes else (),
         )
     )
     lab.start()
