@@ -19,23 +19,21 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from aggapi.machinery import apierrors
 from aggapi.storage import errors
 from aggapi.storage.interface import (
-    EventType,
     ListOptions,
     ListResult,
     Obj,
     Preconditions,
-    Predicate,
     UpdateFunc,
     WatchEvent,
     WatchOptions,
 )
+from aggapi.storage.watchfeed import Change, QueueWatcher
 
 log = logging.getLogger(__name__)
 
@@ -74,59 +72,8 @@ class RVMint:
 
 
 @dataclass(slots=True)
-class _Event:
-    type: EventType
-    obj: Obj
-    prev: Obj | None
-    counter: int
-    rv: int
-    shared: dict[Any, bytes] = field(default_factory=dict)
-
-    def for_watcher(self, pred: Predicate) -> WatchEvent | None:
-        """As a watcher with this selector sees it: leaving the selector is a DELETED, entering an ADDED."""
-        if self.type == "DELETED":
-            return WatchEvent("DELETED", self.obj, self.rv, self.shared) if pred.matches(self.obj) else None
-        now, before = pred.matches(self.obj), self.prev is not None and pred.matches(self.prev)
-        if now:
-            return WatchEvent("MODIFIED" if before else "ADDED", self.obj, self.rv, self.shared)
-        if before and self.prev is not None:
-            meta = {**self.prev["metadata"], "resourceVersion": str(self.rv)}
-            return WatchEvent("DELETED", {**self.prev, "metadata": meta}, self.rv)
-        return None
-
-
-class _Watcher:
-    def __init__(self, view: MemoryView, pred: Predicate, max_queue: int) -> None:
-        self._view = view
-        self.predicate = pred
-        self._queue: deque[WatchEvent] = deque()
-        self._max = max_queue
-        self._wake = asyncio.Event()
-        self.closed = False
-
-    def push(self, ev: WatchEvent) -> None:
-        if self.closed:
-            return
-        if len(self._queue) >= self._max:
-            log.warning("closing an edgenodes watcher that fell %d events behind", self._max)
-            self.stop()
-            return
-        self._queue.append(ev)
-        self._wake.set()
-
-    def stop(self) -> None:
-        self.closed = True
-        self._wake.set()
-        self._view.forget(self)
-
-    async def __aiter__(self) -> AsyncIterator[WatchEvent]:
-        while True:
-            while self._queue:
-                yield self._queue.popleft()
-            if self.closed:
-                return
-            self._wake.clear()
-            await self._wake.wait()
+class _Event(Change):
+    counter: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +109,7 @@ class MemoryView:
         self.mint = RVMint(clock_ms(), secret if secret is not None else os.urandom(16))
         self._objects: dict[str, Obj] = {}
         self._ring: deque[_Event] = deque()
-        self._watchers: set[_Watcher] = set()
+        self._watchers: set[QueueWatcher] = set()
 
     # ---- the owner's side -----------------------------------------------------------------------------
 
@@ -175,14 +122,14 @@ class MemoryView:
             rv = self.mint.next()
             gone = {**cur, "metadata": {**cur["metadata"], "resourceVersion": str(rv)}}
             del self._objects[name]
-            self._emit(_Event("DELETED", gone, cur, self.mint.counter, rv))
+            self._emit(_Event("DELETED", gone, cur, rv, counter=self.mint.counter))
             return True
         if cur is not None and _without_rv(cur) == _without_rv(obj):
             return False
         rv = self.mint.next()
         new = {**obj, "metadata": {**obj.get("metadata", {}), "resourceVersion": str(rv)}}
         self._objects[name] = new
-        self._emit(_Event("ADDED" if cur is None else "MODIFIED", new, cur, self.mint.counter, rv))
+        self._emit(_Event("ADDED" if cur is None else "MODIFIED", new, cur, rv, counter=self.mint.counter))
         return True
 
     def names(self) -> list[str]:
@@ -201,7 +148,7 @@ class MemoryView:
         for w in list(self._watchers):
             w.stop()
 
-    def forget(self, w: _Watcher) -> None:
+    def forget(self, w: QueueWatcher) -> None:
         self._watchers.discard(w)
 
     @property
@@ -247,7 +194,7 @@ class MemoryView:
         items = [self._objects[n] for n in sorted(self._objects)]
         return ListResult([o for o in items if opts.predicate.matches(o)], self.mint.current)
 
-    async def watch(self, prefix: str, opts: WatchOptions) -> _Watcher:
+    async def watch(self, prefix: str, opts: WatchOptions) -> QueueWatcher:
         await self._wait_ready()
         rv = opts.resource_version
         initial = opts.send_initial_events if opts.send_initial_events is not None else rv in ("", "0")
@@ -258,7 +205,7 @@ class MemoryView:
                 if not self._ring or self._ring[0].counter > start + 1:
                     raise errors.Expired(f"too old resource version: {rv} ({self.mint.current})")
                 history = [e for e in self._ring if e.counter > start]
-        w = _Watcher(self, opts.predicate, self.config.watcher_queue)
+        w = QueueWatcher(opts.predicate, self.config.watcher_queue, self.forget)
         if initial:
             for name in sorted(self._objects):
                 obj = self._objects[name]

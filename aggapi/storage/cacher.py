@@ -7,9 +7,8 @@ import asyncio
 import copy
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from aggapi.storage import errors
 from aggapi.storage.etcd import WatchBatch, prefix_end
@@ -27,6 +26,7 @@ from aggapi.storage.interface import (
     WatchEvent,
     WatchOptions,
 )
+from aggapi.storage.watchfeed import Change, QueueWatcher
 
 log = logging.getLogger(__name__)
 
@@ -43,31 +43,8 @@ class CacheConfig:
 
 
 @dataclass(slots=True)
-class CacheEvent:
-    type: EventType
-    key: str
-    obj: Obj
-    prev: Obj | None
-    rv: int
-    shared: dict[Any, bytes] = field(default_factory=dict)
-    _as_deleted: WatchEvent | None = None
-
-    def for_watcher(self, pred: Predicate) -> WatchEvent | None:
-        """The event as one watcher sees it: a modification moving an object out of its selector is a
-        DELETED of the previous state; moving in is an ADDED (kube's cacheWatcher rules)."""
-        if self.type == "DELETED":
-            return WatchEvent("DELETED", self.obj, self.rv, self.shared) if pred.matches(self.obj) else None
-        cur = pred.matches(self.obj)
-        old = self.prev is not None and pred.matches(self.prev)
-        if cur:
-            typ: EventType = "MODIFIED" if old else "ADDED"
-            return WatchEvent(typ, self.obj, self.rv, self.shared)
-        if old and self.prev is not None:
-            if self._as_deleted is None:
-                gone = {**self.prev, "metadata": {**self.prev["metadata"], "resourceVersion": str(self.rv)}}
-                self._as_deleted = WatchEvent("DELETED", gone, self.rv, {})
-            return self._as_deleted
-        return None
+class CacheEvent(Change):
+    key: str = ""
 
 
 def to_cache_event(ev: EtcdEvent, prev: Obj | None) -> CacheEvent:
@@ -79,50 +56,13 @@ def to_cache_event(ev: EtcdEvent, prev: Obj | None) -> CacheEvent:
     if ev.type == "DELETE":
         base = prev if prev is not None else {"metadata": {"name": key.rsplit("/", 1)[-1]}}
         gone = {**base, "metadata": {**base.get("metadata", {}), "resourceVersion": str(rv)}}
-        return CacheEvent("DELETED", key, gone, prev, rv)
+        return CacheEvent("DELETED", gone, prev, rv, key=key)
     obj = decode(ev.kv)
     typ: EventType = "ADDED" if ev.kv.create_revision == rv else "MODIFIED"
-    return CacheEvent(typ, key, obj, prev if typ == "MODIFIED" else None, rv)
+    return CacheEvent(typ, obj, prev if typ == "MODIFIED" else None, rv, key=key)
 
 
-class CacheWatcher:
-    """One client's watch: a queue fed by the cacher's dispatch, drained by the HTTP handler."""
-
-    def __init__(self, cacher: Cacher, opts: WatchOptions, max_queue: int, start_rv: int) -> None:
-        self._cacher = cacher
-        self.start_rv = start_rv  # events at or before this are not this watcher's
-        self.predicate = opts.predicate
-        self.bookmarks = opts.allow_bookmarks
-        self._queue: deque[WatchEvent] = deque()
-        self._max = max_queue
-        self._wake = asyncio.Event()
-        self.closed = False
-        self.last_rv = 0
-
-    def push(self, ev: WatchEvent) -> None:
-        if self.closed:
-            return
-        if len(self._queue) >= self._max:
-            log.warning("closing a watcher that fell %d events behind", self._max)
-            self.stop()
-            return
-        self._queue.append(ev)
-        self.last_rv = max(self.last_rv, ev.resource_version)
-        self._wake.set()
-
-    def stop(self) -> None:
-        self.closed = True
-        self._wake.set()
-        self._cacher.forget(self)
-
-    async def __aiter__(self) -> AsyncIterator[WatchEvent]:
-        while True:
-            while self._queue:
-                yield self._queue.popleft()
-            if self.closed:
-                return
-            self._wake.clear()
-            await self._wake.wait()
+CacheWatcher = QueueWatcher
 
 
 class Cacher:
@@ -367,7 +307,13 @@ class Cacher:
         if not initial and start < self.window_start:
             history, start = await self._history(prefix, start)
         # From here to registration nothing awaits, so no event can slip between snapshot and feed.
-        w = CacheWatcher(self, opts, self.config.watcher_queue, start)
+        w = QueueWatcher(
+            opts.predicate,
+            self.config.watcher_queue,
+            self.forget,
+            start_rv=start,
+            bookmarks=opts.allow_bookmarks,
+        )
         if initial:
             for obj in self._snapshot(prefix, opts.predicate):
                 w.push(WatchEvent("ADDED", obj, int(obj["metadata"]["resourceVersion"])))
