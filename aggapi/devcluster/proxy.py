@@ -20,6 +20,7 @@ from aggapi.auth.authn import UserInfo
 from aggapi.devcluster import rawhttp
 from aggapi.devcluster.backends import CONNECT_TIMEOUT, DISCOVERY_TIMEOUT, Backend, identity_headers
 from aggapi.http.requestinfo import RequestInfo
+from aggapi.machinery.aio import within
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +163,7 @@ async def _upgrade(
     request: web.Request, backend: Backend, host: str, port: int, headers: CIMultiDict[str]
 ) -> web.StreamResponse:
     try:
-        reader, writer = await asyncio.wait_for(
+        reader, writer = await within(
             asyncio.open_connection(host, port, ssl=backend.ssl, server_hostname=backend.spec.server_name),
             CONNECT_TIMEOUT,
         )

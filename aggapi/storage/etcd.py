@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from aggapi.machinery.aio import within
 from aggapi.storage.errors import Compacted, StorageError, Unavailable
 from aggapi.storage.etcd_types import (
     Compare,
@@ -229,7 +230,7 @@ class EtcdClient:
 
     async def _close_channel(self, conn: _Conn) -> None:
         try:
-            await asyncio.wait_for(conn.channel.close(), self._config.dial_timeout)
+            await within(conn.channel.close(), self._config.dial_timeout)
         except TimeoutError:
             log.warning("closing the etcd channel to %s timed out", conn.target)
 
@@ -248,7 +249,7 @@ class EtcdClient:
             if remaining <= 0:
                 return False
             try:
-                await asyncio.wait_for(conn.channel.wait_for_state_change(state), remaining)
+                await within(conn.channel.wait_for_state_change(state), remaining)
             except TimeoutError:
                 return False
             state = conn.channel.get_state(try_to_connect=True)
@@ -384,8 +385,8 @@ class EtcdClient:
         async def keepalive(c: _Conn) -> int:
             call = c.lease.LeaseKeepAlive()
             try:
-                await asyncio.wait_for(call.write(pb.LeaseKeepAliveRequest(ID=lease_id)), t)
-                resp = await asyncio.wait_for(call.read(), t)
+                await within(call.write(pb.LeaseKeepAliveRequest(ID=lease_id)), t)
+                resp = await within(call.read(), t)
             finally:
                 call.cancel()
             if resp is grpc.aio.EOF:
@@ -443,9 +444,9 @@ class EtcdWatch:
         async def open_stream(c: _Conn) -> None:
             call = c.watch.Watch(metadata=_WATCH_METADATA)
             try:
-                await asyncio.wait_for(call.write(self._create), t)
+                await within(call.write(self._create), t)
                 while True:  # etcd answers `created` before any event of the new watcher
-                    resp = await asyncio.wait_for(call.read(), t)
+                    resp = await within(call.read(), t)
                     batch = self._handle(resp)
                     if batch is not None:
                         self._pending.append(batch)
@@ -520,7 +521,7 @@ class EtcdWatch:
             raise StorageError("EtcdWatch.request_progress outside `async with`")
         req = pb.WatchRequest(progress_request=pb.WatchProgressRequest())
         try:
-            await asyncio.wait_for(self._call.write(req), self._client._config.request_timeout)
+            await within(self._call.write(req), self._client._config.request_timeout)
         except grpc.aio.AioRpcError as e:
             raise _error(e) from None
         except TimeoutError:

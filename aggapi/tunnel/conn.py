@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import grpc
 
+from aggapi.machinery.aio import within
 from edge.tunnel.protocol import MAX_FRAME, pb
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,7 @@ class TunnelConn:
     async def close(self) -> None:
         self.abort()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._handler_exited.wait(), _CLOSE_TIMEOUT)
+            await within(self._handler_exited.wait(), _CLOSE_TIMEOUT)
 
     # --- used by the Stream handler ---------------------------------------------------------------
 
@@ -214,6 +215,6 @@ async def close_stream(writer: asyncio.StreamWriter, clean: bool) -> None:
         if clean:
             writer.close()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), _CLOSE_TIMEOUT)
+                await within(writer.wait_closed(), _CLOSE_TIMEOUT)
     finally:
         writer.transport.abort()  # no-op once closed; else drops what a stalled peer never took

@@ -18,6 +18,7 @@ import stat
 from pathlib import Path
 from typing import Protocol
 
+from aggapi.machinery.aio import within
 from aggapi.tunnel.config import EgressConfig
 from aggapi.tunnel.conn import ByteConn, close_stream, splice
 from aggapi.tunnel.errors import DialError
@@ -149,7 +150,7 @@ class EgressServer:
                 await self._answer(writer, e.status, e.message)
                 return
             writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-            await asyncio.wait_for(writer.drain(), self.config.write_timeout)
+            await within(writer.drain(), self.config.write_timeout)
             log.debug("egress(%s): CONNECT %s via node %s", via, format_hostport(host, port), conn.node)
             await splice(conn, reader, writer)
             conn = None  # splice closed it
@@ -165,7 +166,7 @@ class EgressServer:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> tuple[str, int] | None:
         try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.config.request_timeout)
+            head = await within(reader.readuntil(b"\r\n\r\n"), self.config.request_timeout)
         except asyncio.LimitOverrunError:
             await self._answer(writer, 431, "request head too large")
             return None
@@ -200,7 +201,7 @@ class EgressServer:
         ).encode()
         with contextlib.suppress(ConnectionError, TimeoutError):
             writer.write(head + body)
-            await asyncio.wait_for(writer.drain(), self.config.write_timeout)
+            await within(writer.drain(), self.config.write_timeout)
 
 
 def _peer_cn(writer: asyncio.StreamWriter) -> str:

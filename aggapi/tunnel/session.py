@@ -10,6 +10,7 @@ from typing import Any
 
 import grpc
 
+from aggapi.machinery.aio import within
 from aggapi.tunnel.config import TunnelServerConfig
 from aggapi.tunnel.errors import DialError
 from aggapi.tunnel.identity import PeerIdentity
@@ -98,7 +99,7 @@ class ControlHandler:
             )
             return None
         try:
-            msg = await asyncio.wait_for(context.read(), cfg.hello_timeout)
+            msg = await within(context.read(), cfg.hello_timeout)
         except TimeoutError:
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"no Hello within {cfg.hello_timeout:g}s")
             return None
@@ -122,7 +123,7 @@ class ControlHandler:
             )
             return None
         try:
-            known = await asyncio.wait_for(self._nodes.addresses(node), cfg.node_lookup_timeout)
+            known = await within(self._nodes.addresses(node), cfg.node_lookup_timeout)
         except TimeoutError:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"looking up node {node} timed out")
             return None
@@ -146,7 +147,7 @@ class ControlHandler:
             max_pending=cfg.max_pending_dials,
         )
         try:
-            await asyncio.wait_for(context.write(self.welcome(session)), cfg.control_write_timeout)
+            await within(context.write(self.welcome(session)), cfg.control_write_timeout)
         except (TimeoutError, grpc.aio.AioRpcError, grpc.aio.UsageError) as e:
             log.info("tunnel agent for node %s went away before Welcome: %s", node, e)
             return None
@@ -157,7 +158,7 @@ class ControlHandler:
         # The agent answers every Ping, so two silent intervals mean it is gone (or wedged).
         silence = 2 * self._config.ping_interval + self._config.control_write_timeout
         while True:
-            msg = await asyncio.wait_for(context.read(), silence)
+            msg = await within(context.read(), silence)
             if msg is grpc.aio.EOF:
                 session.close("agent closed the control stream")
                 return
@@ -175,7 +176,7 @@ class ControlHandler:
     async def _writer(self, context: Any, session: AgentSession) -> None:
         while True:
             msg = await session.outbox.get()
-            await asyncio.wait_for(context.write(msg), self._config.control_write_timeout)
+            await within(context.write(msg), self._config.control_write_timeout)
 
     async def _pinger(self, session: AgentSession) -> None:
         seq = 0

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 
-from edge.kubelet_sim.aio import within
+from edge.aio import within
 
 log = logging.getLogger(__name__)
 

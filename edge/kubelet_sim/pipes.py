@@ -13,7 +13,7 @@ from typing import Any, cast
 
 from aiohttp import WSMsgType, web
 
-from edge.kubelet_sim.aio import within
+from edge.aio import within
 from edge.kubelet_sim.spdy import BytePipe
 
 _READ_HIGH_WATER = 1 << 20

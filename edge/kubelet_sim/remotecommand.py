@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge.kubelet_sim.aio import within
+from edge.aio import within
 from edge.kubelet_sim.config import Timeouts
 from edge.kubelet_sim.logs import LogTail
 from edge.kubelet_sim.pods import Container

@@ -18,8 +18,8 @@ from typing import Any
 
 from aiohttp import hdrs, web
 
+from edge.aio import within
 from edge.kubelet_sim import portforward, transports
-from edge.kubelet_sim.aio import within
 from edge.kubelet_sim.config import KubeletSimConfig, PodObject
 from edge.kubelet_sim.echo import EchoServers
 from edge.kubelet_sim.logs import log_size, parse_log_options, serve_log

@@ -19,7 +19,7 @@ import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from edge.kubelet_sim.aio import within
+from edge.aio import within
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from edge.kubelet_sim.aio import within
+from edge.aio import within
 from edge.kubelet_sim.config import Timeouts
 from edge.kubelet_sim.pipes import close_websocket
 from edge.kubelet_sim.remotecommand import (

@@ -15,6 +15,7 @@ from typing import Protocol
 
 import grpc
 
+from edge.aio import within
 from edge.tunnel.config import AgentConfig
 from edge.tunnel.creds import TLSFiles
 from edge.tunnel.metrics import AgentMetrics
@@ -130,11 +131,11 @@ class Link:
             allowed=[pb.Target(host=h, port=p) for h, p in sorted(self._targets)],
             connected_servers=self._owner.connected_servers(exclude=self),
         )
-        await asyncio.wait_for(call.write(pb.AgentMessage(hello=hello)), c.connect_timeout)
-        msg = await asyncio.wait_for(call.read(), c.connect_timeout)
+        await within(call.write(pb.AgentMessage(hello=hello)), c.connect_timeout)
+        msg = await within(call.read(), c.connect_timeout)
         if msg is grpc.aio.EOF:
-            code = await asyncio.wait_for(call.code(), c.connect_timeout)
-            details = await asyncio.wait_for(call.details(), c.connect_timeout)
+            code = await within(call.code(), c.connect_timeout)
+            details = await within(call.details(), c.connect_timeout)
             if code == grpc.StatusCode.ALREADY_EXISTS:
                 log.info("tunnel server at %s is already connected through another endpoint", self.endpoint)
                 self.last_error = details
@@ -176,7 +177,7 @@ class Link:
         async def reader() -> str:
             silence = 2 * ping_interval + self._cfg.connect_timeout  # the server pings every interval
             while True:
-                msg = await asyncio.wait_for(call.read(), silence)
+                msg = await within(call.read(), silence)
                 if msg is grpc.aio.EOF:
                     return "ended"
                 kind = msg.WhichOneof("msg")
@@ -192,7 +193,7 @@ class Link:
 
         async def writer() -> str:
             while True:
-                await asyncio.wait_for(call.write(await outbox.get()), self._cfg.write_timeout)
+                await within(call.write(await outbox.get()), self._cfg.write_timeout)
 
         async def rotation() -> str:
             await self._rotate.wait()
@@ -265,7 +266,7 @@ class Link:
 
     async def _drain(self, channel: grpc.aio.Channel, use: ChannelUse) -> None:
         try:
-            await asyncio.wait_for(use.idle.wait(), self._cfg.drain_timeout)
+            await within(use.idle.wait(), self._cfg.drain_timeout)
         except TimeoutError:
             log.warning(
                 "closing the old tunnel channel to %s with %d connections open", self.endpoint, use.active

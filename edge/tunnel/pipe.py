@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 
+from edge.aio import within
 from edge.tunnel.metrics import AgentMetrics
 from edge.tunnel.protocol import CONN_ID_METADATA, MAX_FRAME, format_hostport, pb
 
@@ -51,7 +52,7 @@ async def connect_target(
         report(pb.DialResult(conn_id=conn_id, code=code, error=error))
 
     try:
-        return await asyncio.wait_for(asyncio.open_connection(host, port, limit=2 * MAX_FRAME), timeout)
+        return await within(asyncio.open_connection(host, port, limit=2 * MAX_FRAME), timeout)
     except TimeoutError:
         fail(pb.DialResult.TIMEOUT, f"connect to {where} timed out after {timeout:g}s")
     except ConnectionRefusedError:
@@ -75,7 +76,7 @@ async def pipe(
     clean = False
     try:
         # The first (empty) frame makes the call reach the server now rather than with the first data.
-        await asyncio.wait_for(call.write(pb.Frame()), write_timeout)
+        await within(call.write(pb.Frame()), write_timeout)
 
         async def to_server() -> str:
             while data := await reader.read(MAX_FRAME):
@@ -111,7 +112,7 @@ async def pipe(
         if clean and up.done() and down.done() and down.result() == _HALF:
             # Both sides half-closed: the server ends the call; wait briefly so it ends with OK, not a reset.
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(call.code(), write_timeout)
+                await within(call.code(), write_timeout)
     except (grpc.aio.AioRpcError, TimeoutError, ConnectionError) as e:
         log.debug("tunnel conn %s failed: %s", conn_id[:8], e)
     finally:
@@ -144,6 +145,6 @@ async def _close_stream(writer: asyncio.StreamWriter, clean: bool) -> None:
         if clean:
             writer.close()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), _CLOSE_TIMEOUT)
+                await within(writer.wait_closed(), _CLOSE_TIMEOUT)
     finally:
         writer.transport.abort()

@@ -1,4 +1,4 @@
-"""A timeout wrapper that is safe to cancel."""
+"""A timeout wrapper that is safe to cancel (shared by the edge components)."""
 
 from __future__ import annotations
 
