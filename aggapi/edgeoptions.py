@@ -36,6 +36,7 @@ class TunnelOptions:
     key_file: str = ""
     allowed_ports: tuple[int, ...] = (DEFAULT_KUBELET_PORT,)
     peers: tuple[str, ...] = ()
+    advertise_address: str = ""  # host:port agents reach this replica at; published for replica discovery
     egress_uds_path: str = ""
     egress_port: int = DEFAULT_EGRESS_PORT  # listens only with --egress-client-ca-file
     egress_client_ca_file: str = ""
@@ -69,10 +70,12 @@ class TunnelOptions:
             errs.append("--tunnel-allowed-ports must name at least one port")
         for p in self.allowed_ports:
             errs += _port_errors("--tunnel-allowed-ports: port", p, zero_ok=False)
-        for peer in self.peers:
+        for flag, peer in [("--tunnel-peer", p) for p in self.peers] + (
+            [("--tunnel-advertise-address", self.advertise_address)] if self.advertise_address else []
+        ):
             host, sep, port = peer.rpartition(":")
             if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-                errs.append(f"--tunnel-peer {peer!r} must be host:port (IPv6 as [addr]:port)")
+                errs.append(f"{flag} {peer!r} must be host:port (IPv6 as [addr]:port)")
         if self.egress_uds_path:
             uds = Path(self.egress_uds_path)
             if len(str(uds).encode()) > _UDS_PATH_MAX:
@@ -188,6 +191,13 @@ def add_edge_flags(p: argparse.ArgumentParser, t: TunnelOptions) -> None:
         metavar="HOST:PORT",
         help="another replica's agent endpoint, announced to agents so they connect to every replica "
         "(repeatable)",
+    )
+    p.add_argument(
+        "--tunnel-advertise-address",
+        default="",
+        metavar="HOST:PORT",
+        help="where agents reach this replica; published in etcd so every replica tells its agents about "
+        "the others (replica discovery for HA)",
     )
     p.add_argument(
         "--egress-uds-path", default="", help="unix socket (mode 0600) for kube-apiserver's egress"

@@ -250,6 +250,7 @@ def from_args(a: argparse.Namespace, *, in_cluster: bool = False) -> ServerOptio
             key_file=a.tunnel_private_key_file,
             allowed_ports=a.tunnel_allowed_ports,
             peers=tuple(p.strip() for p in a.tunnel_peer if p.strip()),
+            advertise_address=a.tunnel_advertise_address,
             egress_uds_path=a.egress_uds_path,
             egress_port=a.egress_port,
             egress_client_ca_file=a.egress_client_ca_file,

@@ -5,6 +5,7 @@ proxy subresource. The server runs what this returns as named background loops."
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,9 @@ from aggapi.edge_api.proxy import EdgeNodeProxy
 from aggapi.healthz import HealthCheck
 from aggapi.options import ServerOptions
 from aggapi.server import Background, Extensions
+from aggapi.storage.etcd import EtcdClient, EtcdConfig
 from aggapi.tunnel import EgressConfig, EgressServer, TunnelServer, TunnelServerConfig
+from aggapi.tunnel.peers import PeerDiscovery
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +36,13 @@ class EdgeParts:
     tunnel: TunnelServer | None = None
     egress: EgressServer | None = None
     api: Any = None  # the kube-apiserver client, closed by close()
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     async def close(self) -> None:
         if self.api is not None:
             await self.api.close()
+        for close in self.closers:
+            await close()
 
 
 async def build_edge(opts: ServerOptions, serving_cert: str, serving_key: str) -> EdgeParts:
@@ -44,6 +50,7 @@ async def build_edge(opts: ServerOptions, serving_cert: str, serving_key: str) -
     api = await api_client(c.kubeconfig) if c.enabled else None
     background: list[Background] = []
     checks: list[HealthCheck] = []
+    closers: list[Callable[[], Awaitable[None]]] = []
     if api is not None:
         informer = node_informer(api)
         nodes = NodeDirectory(informer)
@@ -75,6 +82,14 @@ async def build_edge(opts: ServerOptions, serving_cert: str, serving_key: str) -
             nodes,
         )
         background.append(("tunnel-server", tunnel.run))
+        if t.advertise_address:
+            e = opts.etcd
+            etcd = EtcdClient(EtcdConfig(e.servers, e.cafile or None, e.certfile or None, e.keyfile or None))
+            discovery = PeerDiscovery(
+                etcd, e.prefix, tunnel.server_id, t.advertise_address, tunnel, static=t.peers
+            )
+            background.append(("tunnel-peer-discovery", discovery.run))
+            closers.append(etcd.close)
         if t.egress_uds_path or t.egress_tls:
             egress = EgressServer(
                 EgressConfig(
@@ -117,4 +132,4 @@ async def build_edge(opts: ServerOptions, serving_cert: str, serving_key: str) -
         ready_checks=checks,
         on_shutdown=(proxy.close_streams,),
     )
-    return EdgeParts(ext, background, nodes, tunnel, egress, api)
+    return EdgeParts(ext, background, nodes, tunnel, egress, api, closers)
