@@ -13,6 +13,7 @@ from tunnelkit import (
     TunnelAgent,
     TunnelServer,
     agent_config,
+    eventually,
     running,
     server_config,
     target_server,
@@ -53,8 +54,8 @@ async def test_replicas_discover_each_other_and_the_agent_links_to_both(
                     # The agent was only told about A; A learns B from etcd and tells the agent.
                     await _dial_eventually(a, node_ip, port)
                     await _dial_eventually(b, node_ip, port)
-                    assert da.peers == (f"127.0.0.1:{b.port}",)
-                    assert db.peers == (f"127.0.0.1:{a.port}",)
+                    await eventually(lambda: da.peers == (f"127.0.0.1:{b.port}",), "A knows B")
+                    await eventually(lambda: db.peers == (f"127.0.0.1:{a.port}",), "B knows A")
                 # Both discoveries stopped and revoked their leases: a fresh sync finds no other replica.
                 lease = await da.sync_once(0)
                 assert da.peers == ()
