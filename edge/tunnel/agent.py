@@ -13,11 +13,12 @@ import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from edge.tunnel.config import AgentConfig
+from edge.tunnel.config import AgentConfig, listen_address
 from edge.tunnel.creds import TLSFiles
 from edge.tunnel.link import Link
-from edge.tunnel.metrics import AgentMetrics
+from edge.tunnel.metrics import AgentMetrics, registry_for
 from edge.tunnel.protocol import format_hostport, pb, split_hostport
+from edge.tunnel.statusserver import StatusServer
 
 log = logging.getLogger(__name__)
 
@@ -50,20 +51,50 @@ class TunnelAgent:
         self._peers: dict[str, set[str]] = {}  # endpoint → peers its server last announced
         self._static = {_norm(s) for s in config.servers}
         self._tg: asyncio.TaskGroup | None = None
+        self._cert_watch: asyncio.Task[None] | None = None
         self._active_connections = 0
+        self.registry = registry_for(self.metrics, lambda: [(s.endpoint, s.connected) for s in self.links()])
+        self.status_address: tuple[str, int] | None = None  # where /metrics and /healthz are served
 
     # --- public -----------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Run until cancelled; every link, connection and watcher task ends with it."""
-        async with asyncio.TaskGroup() as tg:
-            self._tg = tg
-            try:
-                self._reconcile()
-                tg.create_task(self._watch_certs(), name="tunnel-agent-cert-watch")
-                await asyncio.Event().wait()
-            finally:
-                self._tg = None
+        """Run until cancelled; every link, connection, watcher and the status server end with it.
+        Raises OSError at once if --metrics-bind-address cannot be listened on."""
+        status: StatusServer | None = None
+        if self.config.metrics_bind_address:
+            status = StatusServer(self.registry, self.health, timeout=self.config.write_timeout)
+            await status.start(*listen_address(self.config.metrics_bind_address))
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                try:
+                    if status is not None:
+                        self.status_address = status.address
+                        tg.create_task(status.serve(), name="tunnel-agent-status")
+                    self._reconcile()
+                    self._cert_watch = tg.create_task(self._watch_certs(), name="tunnel-agent-cert-watch")
+                    await asyncio.Event().wait()
+                finally:
+                    self._tg = None
+        finally:
+            self._cert_watch = None
+            self.status_address = None
+            if status is not None:
+                await status.close()  # already closed unless its task never ran
+
+    def health(self) -> str | None:
+        """None while the agent's loops run (each link is connected, connecting or backing off), else
+        what stopped. Served as /healthz."""
+        if self._tg is None:
+            return "the tunnel agent is not running"
+        loops = [("certificate watcher", self._cert_watch)] + [
+            (f"link to {ep}", task) for ep, (_, task) in self._links.items()
+        ]
+        for what, task in loops:
+            if task is None or task.done():
+                return f"the {what} stopped"
+        return None
 
     def links(self) -> list[LinkStatus]:
         return [

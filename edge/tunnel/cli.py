@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+DEFAULT_METRICS_BIND_ADDRESS = "127.0.0.1:10265"
+
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
@@ -48,6 +50,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--backoff-initial", type=float, default=0.5, help="seconds")
     p.add_argument("--backoff-max", type=float, default=30.0, help="seconds")
     p.add_argument("--cert-check-interval", type=float, default=10.0, help="seconds between cert file checks")
+    p.add_argument(
+        "--metrics-bind-address",
+        default=DEFAULT_METRICS_BIND_ADDRESS,
+        metavar="HOST:PORT",
+        help=f"serve /metrics and /healthz here (default {DEFAULT_METRICS_BIND_ADDRESS}; '' disables)",
+    )
     p.add_argument("-v", "--verbose", action="count", default=0)
     p.set_defaults(func=run)
 
@@ -70,6 +78,7 @@ def config_from(args: argparse.Namespace) -> AgentConfig:
         backoff_initial=args.backoff_initial,
         backoff_max=args.backoff_max,
         cert_check_interval=args.cert_check_interval,
+        metrics_bind_address=args.metrics_bind_address,
     )
 
 
@@ -86,7 +95,11 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         log.error("tunnel-agent: %s", e)
         return 2
-    asyncio.run(_serve(agent))
+    try:
+        asyncio.run(_serve(agent))
+    except OSError as e:  # only raised before anything else starts: the status port is taken
+        log.error("tunnel-agent: cannot serve --metrics-bind-address %s: %s", config.metrics_bind_address, e)
+        return 1
     return 0
 
 

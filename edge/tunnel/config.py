@@ -33,6 +33,7 @@ class AgentConfig:
     stream_window: int = 256 * 1024  # per connection in flight toward the agent (memory vs WAN throughput)
     keepalive_time: float = 20.0  # below common NAT idle timeouts, and detects dead servers
     keepalive_timeout: float = 10.0
+    metrics_bind_address: str = ""  # host:port serving /metrics and /healthz; "" serves nothing
     version: str = AGENT_VERSION
 
     def targets(self) -> frozenset[tuple[str, int]]:
@@ -62,4 +63,18 @@ class AgentConfig:
             errors.append("--max-connections must be at least 1")
         if not 0 < self.backoff_initial <= self.backoff_max:
             errors.append("backoff: need 0 < initial <= max")
+        if self.metrics_bind_address:
+            try:
+                listen_address(self.metrics_bind_address)
+            except ValueError as e:
+                errors.append(f"--metrics-bind-address: {e}")
         return errors
+
+
+def listen_address(value: str) -> tuple[str, int]:
+    """`host:port` to listen on (`[v6]:port` for IPv6); unlike a dial target, port 0 (any free port) is
+    allowed."""
+    value = value.strip()
+    if value.endswith(":0"):
+        return split_hostport(value[:-1] + "1")[0], 0
+    return split_hostport(value)

@@ -68,14 +68,15 @@ class Link:
                     log.exception("tunnel session with %s crashed", self.endpoint)
                     outcome = "failed"
                 if outcome == "rotate":
-                    attempt = 0
-                    continue
-                attempt = 0 if outcome == "ended" else attempt + 1
-                if outcome == "duplicate":
-                    attempt = 64  # an alias of a server we already have: retry rarely
-                base = min(self._cfg.backoff_max, self._cfg.backoff_initial * 2 ** min(attempt, 32))
-                # Jitter spreads a fleet's reconnects after a server restart.
-                await self._owner.sleep(base * (0.5 + self._owner.random() / 2))
+                    attempt = 0  # at once, with the new files
+                else:
+                    attempt = 0 if outcome == "ended" else attempt + 1
+                    if outcome == "duplicate":
+                        attempt = 64  # an alias of a server we already have: retry rarely
+                    base = min(self._cfg.backoff_max, self._cfg.backoff_initial * 2 ** min(attempt, 32))
+                    # Jitter spreads a fleet's reconnects after a server restart.
+                    await self._owner.sleep(base * (0.5 + self._owner.random() / 2))
+                self._owner.metrics.reconnects += 1
 
     async def _session(self, tg: asyncio.TaskGroup) -> str:
         """One connection + Control session. Returns rotate | ended (after a Welcome) | failed | duplicate."""
