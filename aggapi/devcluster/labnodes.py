@@ -275,6 +275,8 @@ class LabNodes:
                 f"--allow={node.address}:{KUBELET_PORT}",
                 "--backoff-initial=0.2",
                 "--backoff-max=2",
+                # Each simulated node has its own loopback address, so each agent's metrics port too.
+                f"--metrics-bind-address={node.address}:10265",
             ],
         )
 

@@ -56,6 +56,7 @@ def _agent_process(pki: PKI, node: str, ip: str, endpoint: str, port: int) -> su
     args = [sys.executable, "-m", "edge", "tunnel-agent", "--server", endpoint, "--node-name", node]
     args += ["--cert", str(cert), "--key", str(key), "--ca", str(pki.files["server-ca"]), "--address", ip]
     args += ["--allow", f"{ip}:{port}", "--backoff-initial", "0.05", "--backoff-max", "0.5"]
+    args += ["--metrics-bind-address", f"{ip}:0"]  # its own address: never clashes with another agent
     return subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
