@@ -43,10 +43,9 @@ class StatusServer:
         self._closed = False
 
     async def start(self, host: str, port: int) -> None:
-        """Listen now (so a taken port fails the caller at once); serve() answers."""
-        self._server = await asyncio.start_server(
-            self._handle, host, port, limit=_MAX_HEAD, start_serving=False
-        )
+        """Listen and answer from now on (so a taken port fails the caller at once, and nobody who
+        connects right after is refused); serve() keeps it up until cancelled."""
+        self._server = await asyncio.start_server(self._handle, host, port, limit=_MAX_HEAD)
 
     @property
     def address(self) -> tuple[str, int]:
