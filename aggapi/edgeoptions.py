@@ -135,19 +135,35 @@ class KubeletOptions:
         return errs
 
 
+DEFAULT_LEASE_NAMESPACE = "aggapi-system"  # where the shipped RBAC lets aggapi write Leases
+
+
 @dataclass(frozen=True, slots=True)
 class ControllerOptions:
     """kube-apiserver for the Node informer (tunnel identity checks, edgenodes) and the controllers."""
 
     kubeconfig: str = ""
     in_cluster: bool = False  # use the pod's service account when no --kubeconfig is given
+    # Leader election among replicas (kube-controller-manager's flag names and defaults).
+    leader_elect: bool = True
+    lease_duration: float = 15.0
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
+    lease_namespace: str = DEFAULT_LEASE_NAMESPACE
+    lease_name: str = "aggapi-controllers"
 
     @property
     def enabled(self) -> bool:
         return bool(self.kubeconfig) or self.in_cluster
 
     def validate(self) -> list[str]:
-        return _missing("--kubeconfig", self.kubeconfig)
+        errs = _missing("--kubeconfig", self.kubeconfig)
+        if self.leader_elect and not self.lease_duration > self.renew_deadline > self.retry_period > 0:
+            errs.append(
+                "--leader-elect-lease-duration > --leader-elect-renew-deadline > "
+                "--leader-elect-retry-period > 0"
+            )
+        return errs
 
 
 def port_list(text: str) -> tuple[int, ...]:
@@ -157,12 +173,76 @@ def port_list(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of ports") from None
 
 
+def _bool(text: str) -> bool:
+    if text.lower() in ("true", "1", "yes"):
+        return True
+    if text.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
+
+
+def _seconds(text: str) -> float:
+    from aggapi.machinery.validation import parse_go_duration
+
+    try:
+        return parse_go_duration(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r} (examples: 15s, 1m)") from None
+
+
+def add_controller_flags(p: argparse.ArgumentParser) -> None:
+    c = ControllerOptions()
+    p.add_argument(
+        "--leader-elect",
+        type=_bool,
+        default=c.leader_elect,
+        help="elect one replica (Lease in kube-apiserver) to run the controllers",
+    )
+    p.add_argument("--leader-elect-lease-duration", type=_seconds, default=c.lease_duration)
+    p.add_argument("--leader-elect-renew-deadline", type=_seconds, default=c.renew_deadline)
+    p.add_argument("--leader-elect-retry-period", type=_seconds, default=c.retry_period)
+    p.add_argument(
+        "--leader-elect-resource-namespace",
+        default="",
+        help=f"namespace of the Lease (default: the pod's namespace in-cluster, else {c.lease_namespace})",
+    )
+    p.add_argument("--leader-elect-resource-name", default=c.lease_name)
+
+
+SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def _lease_namespace(flag: str, in_cluster: bool) -> str:
+    if flag:
+        return flag
+    if in_cluster:
+        try:
+            return SA_NAMESPACE_FILE.read_text().strip() or DEFAULT_LEASE_NAMESPACE
+        except OSError:
+            pass
+    return DEFAULT_LEASE_NAMESPACE
+
+
+def controller_options(a: argparse.Namespace, *, in_cluster: bool) -> ControllerOptions:
+    return ControllerOptions(
+        a.kubeconfig,
+        in_cluster=in_cluster,
+        leader_elect=a.leader_elect,
+        lease_duration=a.leader_elect_lease_duration,
+        renew_deadline=a.leader_elect_renew_deadline,
+        retry_period=a.leader_elect_retry_period,
+        lease_namespace=_lease_namespace(a.leader_elect_resource_namespace, in_cluster),
+        lease_name=a.leader_elect_resource_name,
+    )
+
+
 def add_edge_flags(p: argparse.ArgumentParser, t: TunnelOptions) -> None:
     p.add_argument(
         "--kubeconfig",
         default="",
         help="kube-apiserver for the Node informer and the controllers (default: in-cluster when in a pod)",
     )
+    add_controller_flags(p)
     p.add_argument(
         "--tunnel-port",
         type=int,

@@ -44,6 +44,45 @@ class Metrics:
             registry=r,
         )
 
+        self.queue_depth_gauge = Gauge(
+            "workqueue_depth", "Keys waiting in a controller work queue.", ["name"], registry=r
+        )
+        self.queue_adds = Counter("workqueue_adds", "Keys added to a work queue.", ["name"], registry=r)
+        self.reconciles = Counter(
+            "aggapi_controller_reconcile",
+            "Reconciles by controller and result (success, error, requeue).",
+            ["controller", "result"],
+            registry=r,
+        )
+        self.reconcile_latency = Histogram(
+            "aggapi_controller_reconcile_duration_seconds",
+            "Time one reconcile took.",
+            ["controller"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.leader = Gauge(
+            "aggapi_leader_election_master_status",
+            "1 while this replica holds the lease, else 0.",
+            ["name"],
+            registry=r,
+        )
+
+    # ---- controllers (aggapi.controllers: QueueObserver, ReconcileObserver, LeaderObserver) ---------
+
+    def queue_depth(self, queue: str, depth: int) -> None:
+        self.queue_depth_gauge.labels(queue).set(depth)
+
+    def queue_add(self, queue: str) -> None:
+        self.queue_adds.labels(queue).inc()
+
+    def reconciled(self, controller: str, result: str, seconds: float) -> None:
+        self.reconciles.labels(controller, result).inc()
+        self.reconcile_latency.labels(controller).observe(seconds)
+
+    def leading(self, name: str, leading: bool) -> None:
+        self.leader.labels(name).set(1 if leading else 0)
+
     def watch_count(self, resource: str, fn: Callable[[], int]) -> None:
         self.watchers.labels(resource).set_function(fn)
 

@@ -7,7 +7,13 @@ import ipaddress
 import os
 from dataclasses import dataclass, field
 
-from aggapi.edgeoptions import ControllerOptions, KubeletOptions, TunnelOptions, add_edge_flags
+from aggapi.edgeoptions import (
+    ControllerOptions,
+    KubeletOptions,
+    TunnelOptions,
+    add_edge_flags,
+    controller_options,
+)
 from aggapi.machinery.validation import parse_go_duration
 
 
@@ -261,6 +267,6 @@ def from_args(a: argparse.Namespace, *, in_cluster: bool = False) -> ServerOptio
         kubelet=KubeletOptions(
             a.kubelet_client_certificate, a.kubelet_client_key, a.kubelet_certificate_authority
         ),
-        controllers=ControllerOptions(a.kubeconfig, in_cluster=in_cluster),
+        controllers=controller_options(a, in_cluster=in_cluster),
         verbosity=a.verbosity,
     )

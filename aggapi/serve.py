@@ -15,6 +15,8 @@ from aggapi.auth.authconfig import AuthConfig, RequestHeaderConfig
 from aggapi.auth.authn import Chain, RequestHeaderAuthenticator, TokenAuthenticator, X509Authenticator
 from aggapi.auth.authz import AuthenticatedOnly, Authorizer, DelegatingAuthorizer
 from aggapi.auth.kube import AuthConfigSource, KubeAccessReviewer, KubeTokenReviewer, api_client
+from aggapi.controllers.manager import build_controllers
+from aggapi.controllers.nodes import NodeDirectory
 from aggapi.edge_api.assemble import build_edge
 from aggapi.metrics import Metrics
 from aggapi.options import AuthnOptions, ServerOptions
@@ -97,13 +99,17 @@ async def serve(opts: ServerOptions) -> None:
         background.append(("extension-apiserver-authentication", source.run))
     edge = await build_edge(opts, cert, key)
     background += edge.background
+    controllers = build_controllers(
+        opts.controllers, edge.api, edge.nodes or NodeDirectory(None), edge.tunnel, metrics
+    )
+    background += controllers.background
     app = build_app(
         opts,
         authenticator=Chain(authenticators),
         authorizer=authorizer,
         metrics=metrics,
         background=background,
-        extensions=edge.extensions,
+        extensions=edge.extensions.merged(controllers.extensions),
     )
     # handler_cancellation: a client that goes away cancels its handler, so idle watches are freed.
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None)

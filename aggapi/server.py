@@ -21,7 +21,7 @@ from aggapi.http.handlers import ResourceHandler, SubresourceHandler
 from aggapi.http.middleware import authn_mw, authz_mw, errors_mw, metrics_mw
 from aggapi.metrics import Metrics
 from aggapi.options import ServerOptions
-from aggapi.registry.resource import ResourceDef
+from aggapi.registry.resource import AdmitDelete, ResourceDef
 from aggapi.registry.store import Store
 from aggapi.routes import Delegate
 from aggapi.storage.cacher import CacheConfig, Cacher
@@ -70,6 +70,20 @@ class Extensions:
     subresources: Mapping[tuple[str, str], SubresourceHandler] = field(default_factory=dict)
     ready_checks: Sequence[HealthCheck] = ()
     on_shutdown: Sequence[Callable[[], None]] = ()  # end long-lived streams (proxied logs -f, exec)
+    delete_admission: Mapping[str, AdmitDelete] = field(default_factory=dict)  # by resource
+    # Told the Stores (by resource) once they exist, before the background loops start: controllers
+    # read and write aggapi's own objects through them, not through HTTP.
+    store_users: Sequence[Callable[[Mapping[str, Store]], None]] = ()
+
+    def merged(self, other: Extensions) -> Extensions:
+        return Extensions(
+            views={**self.views, **other.views},
+            subresources={**self.subresources, **other.subresources},
+            ready_checks=(*self.ready_checks, *other.ready_checks),
+            on_shutdown=(*self.on_shutdown, *other.on_shutdown),
+            delete_admission={**self.delete_admission, **other.delete_admission},
+            store_users=(*self.store_users, *other.store_users),
+        )
 
 
 def build_app(
@@ -103,7 +117,7 @@ def build_app(
     rt = Runtime(kinds)
     app[RUNTIME] = rt
     app[METRICS] = metrics
-    app.cleanup_ctx.append(lambda a: _lifecycle(a, opts, background, views, ext.subresources))
+    app.cleanup_ctx.append(lambda a: _lifecycle(a, opts, background, views, ext))
     app.on_shutdown.append(lambda a: _end_watches(a[RUNTIME], views.values(), ext.on_shutdown))
     ready, live = _checks(rt)
     ready += ext.ready_checks
@@ -116,7 +130,7 @@ async def _lifecycle(
     opts: ServerOptions,
     background: Sequence[Background],
     views: Mapping[str, ViewStorage],
-    subresources: Mapping[tuple[str, str], SubresourceHandler],
+    ext: Extensions,
 ) -> AsyncIterator[None]:
     rt, metrics = app[RUNTIME], app[METRICS]
     e = opts.etcd
@@ -136,16 +150,18 @@ async def _lifecycle(
         bookmark = {"apiVersion": rdef.api_version, "kind": rdef.kind}
         cacher = Cacher(estore, prefix, bookmark_object=bookmark, config=cache_cfg)
         rt.cachers.append(cacher)
-        rt.handlers[(rdef.group, rdef.version, rdef.resource)] = ResourceHandler(
-            rdef, Store(rdef, cacher, prefix=e.prefix)
-        )
+        store = Store(rdef, cacher, prefix=e.prefix, admit_delete=ext.delete_admission.get(rdef.resource))
+        rt.handlers[(rdef.group, rdef.version, rdef.resource)] = ResourceHandler(rdef, store)
         metrics.watch_count(rdef.resource, _counter(cacher))
         rt.tasks.append(asyncio.create_task(cacher.run(), name=f"watch-cache:{rdef.resource}"))
         rt.tasks.append(asyncio.create_task(cacher.bookmark_loop(), name=f"bookmarks:{rdef.resource}"))
-    for (resource, sub), handler in subresources.items():
+    for (resource, sub), handler in ext.subresources.items():
         for rdef in rt.kinds:
             if rdef.resource == resource:
                 rt.handlers[(rdef.group, rdef.version, rdef.resource)].add_subresource(sub, handler)
+    stores = {h.rdef.resource: h.store for h in rt.handlers.values()}
+    for use in ext.store_users:
+        use(stores)
     for name, loop in background:
         rt.tasks.append(asyncio.create_task(_logged(name, loop), name=name))
     if e.compaction_interval > 0:

@@ -133,7 +133,14 @@ def test_api_resource_list() -> None:
         f"{GROUP}/{VERSION}",
     )
     by_name = {r["name"]: r for r in doc["resources"]}
-    assert list(by_name) == ["nodepools", "nodepools/status", "gadgets", "gadgets/status", "gadgets/topology"]
+    assert list(by_name) == [
+        "nodepools",
+        "nodepools/status",
+        "nodepools/topology",
+        "gadgets",
+        "gadgets/status",
+        "gadgets/topology",
+    ]
     np = by_name["nodepools"]
     assert np["singularName"] == "nodepool" and np["namespaced"] is False and np["kind"] == "NodePool"
     assert np["shortNames"] == ["np"] and np["categories"] == ["edge"]
@@ -186,7 +193,12 @@ def test_aggregated_discovery() -> None:
     assert np["scope"] == "Cluster" and np["singularResource"] == "nodepool"
     assert np["shortNames"] == ["np"] and np["categories"] == ["edge"]
     assert np["subresources"] == [
-        {"subresource": "status", "responseKind": np["responseKind"], "verbs": ["get", "patch", "update"]}
+        {"subresource": "status", "responseKind": np["responseKind"], "verbs": ["get", "patch", "update"]},
+        {
+            "subresource": "topology",
+            "responseKind": {"group": GROUP, "version": VERSION, "kind": "NodePoolTopology"},
+            "verbs": ["get"],
+        },
     ]
     gadget = res["gadgets"]
     assert gadget["scope"] == "Namespaced"
@@ -265,6 +277,7 @@ def test_openapi_v3_group_version() -> None:
         f"{base}/nodepools",
         f"{base}/nodepools/{{name}}",
         f"{base}/nodepools/{{name}}/status",
+        f"{base}/nodepools/{{name}}/topology",
         f"{base}/gadgets",
         f"{base}/namespaces/{{namespace}}/gadgets",
         f"{base}/namespaces/{{namespace}}/gadgets/{{name}}",

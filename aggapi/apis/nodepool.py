@@ -20,6 +20,8 @@ from aggapi.machinery.validation import is_dns1123_label
 from aggapi.registry.resource import FieldError, Obj, PrinterColumn, ResourceDef
 
 POOL_TYPES = ["Edge", "Cloud"]
+# OpenYurt's label on a pool: its spec.type in lower case ("edge" | "cloud"), so pools select by type.
+TYPE_LABEL = "nodepool.openyurt.io/type"
 
 SPEC: dict[str, Any] = {
     "type": "object",
@@ -71,18 +73,27 @@ SCHEMA = object_schema(
 )
 
 
+def _default(obj: Obj) -> None:
+    spec = obj.setdefault("spec", {})
+    if not isinstance(spec, dict):
+        return
+    spec.setdefault("type", "Edge")
+    meta = obj.get("metadata")
+    if isinstance(spec.get("type"), str) and isinstance(meta, dict):
+        labels = meta.get("labels")
+        if not isinstance(labels, dict):
+            labels = meta["labels"] = {}
+        labels[TYPE_LABEL] = spec["type"].lower()
+
+
 class NodePoolStrategy:
     def prepare_for_create(self, obj: Obj) -> None:
         obj.pop("status", None)
-        spec = obj.setdefault("spec", {})
-        if isinstance(spec, dict):
-            spec.setdefault("type", "Edge")
+        _default(obj)
 
     def prepare_for_update(self, new: Obj, old: Obj) -> None:
         carry_status(new, old)
-        spec = new.setdefault("spec", {})
-        if isinstance(spec, dict):
-            spec.setdefault("type", "Edge")
+        _default(new)
 
     def validate(self, obj: Obj) -> list[FieldError]:
         errs: list[FieldError] = []
@@ -131,6 +142,67 @@ class NodePoolStatusStrategy:
         return errs
 
 
+_NODE_ADDRESS: dict[str, Any] = {
+    "type": "object",
+    "properties": {"type": {"type": "string"}, "address": {"type": "string"}},
+}
+
+TOPOLOGY: dict[str, Any] = {
+    "type": "object",
+    "description": "NodePoolTopology (GET nodepools/{name}/topology, read-only): the pool's nodes as this "
+    "aggapi replica sees them, and the in-pool endpoints of Services annotated openyurt.io/topologyKeys.",
+    "properties": {
+        "apiVersion": {"type": "string"},
+        "kind": {"type": "string"},
+        "metadata": {"type": "object"},
+        "pool": {
+            "type": "object",
+            "properties": {"type": {"type": "string"}, "readyNodeNum": {"type": "integer"}},
+        },
+        "nodes": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string"},
+                    "ready": {"type": "string", "description": "The Node's Ready condition status."},
+                    "addresses": {"type": "array", "items": _NODE_ADDRESS},
+                    "tunnel": {
+                        "type": "string",
+                        "description": "Connected or Disconnected (the tunnel agent on this replica).",
+                    },
+                    "autonomyDuration": {
+                        "type": "string",
+                        "description": "The node's node.openyurt.io/autonomy-duration annotation, if set.",
+                    },
+                },
+            },
+        },
+        "services": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "namespace": {"type": "string"},
+                    "name": {"type": "string"},
+                    "topologyKeys": {"type": "string"},
+                    "endpoints": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "addresses": {"type": "array", "items": {"type": "string"}},
+                                "nodeName": {"type": "string"},
+                                "ready": {"type": "boolean"},
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
 NODEPOOL = ResourceDef(
     group=GROUP,
     version=VERSION,
@@ -151,6 +223,11 @@ NODEPOOL = ResourceDef(
         PrinterColumn("NotReadyNodes", "integer", ".status.unreadyNodeNum", "The number of unready nodes"),
         PrinterColumn("Age", "date", ".metadata.creationTimestamp"),
     ),
-    extra_subresources=(),
+    extra_subresources=("topology",),
     description="NodePool is a group of edge nodes managed together.",
+    extra={
+        "subresource_verbs": {"topology": ["get"]},
+        "subresource_kinds": {"topology": "NodePoolTopology"},
+        "subresource_schemas": {"topology": TOPOLOGY},
+    },
 )

@@ -24,6 +24,7 @@ EDGE_WORKER_LABEL = "openyurt.io/is-edge-worker"
 NODEPOOL_LABEL = "apps.openyurt.io/nodepool"
 DEFAULT_KUBELET_PORT = 10250
 ADDRESS_INDEX = "address"
+POOL_INDEX = "pool"  # apps.openyurt.io/nodepool value → nodes
 
 
 def canonical_address(address: str) -> str:
@@ -34,9 +35,10 @@ def canonical_address(address: str) -> str:
 
 
 def slim(node: Obj) -> Obj:
-    """What aggapi keeps of a Node (an informer transform): names, labels, addresses, the kubelet port
-    and the Ready condition's status. Images, capacity and heartbeat times would cost memory per node
-    and change every few seconds without changing anything aggapi shows."""
+    """What aggapi keeps of a Node (an informer transform): names, labels, annotations and taints (the
+    NodePool controller pushes and reads them), addresses, the kubelet port and the Ready condition's
+    status. Images, capacity and heartbeat times would cost memory per node and change every few seconds
+    without changing anything aggapi shows or does."""
     meta = node.get("metadata") or {}
     status = node.get("status") or {}
     ready = [
@@ -44,10 +46,11 @@ def slim(node: Obj) -> Obj:
         for c in status.get("conditions") or []
         if isinstance(c, dict) and c.get("type") == "Ready"
     ]
+    keep = ("name", "uid", "resourceVersion", "creationTimestamp", "labels", "annotations")
+    taints = [t for t in (node.get("spec") or {}).get("taints") or [] if isinstance(t, dict)]
     return {
-        "metadata": {
-            k: meta[k] for k in ("name", "uid", "resourceVersion", "creationTimestamp", "labels") if k in meta
-        },
+        "metadata": {k: meta[k] for k in keep if k in meta},
+        "spec": {"taints": taints} if taints else {},
         "status": {
             "addresses": [a for a in status.get("addresses") or [] if isinstance(a, dict)],
             "daemonEndpoints": status.get("daemonEndpoints") or {},
@@ -111,12 +114,17 @@ def _address_index(node: Obj) -> list[str]:
     return [canonical_address(a) for a in addresses(node)]
 
 
+def _pool_index(node: Obj) -> list[str]:
+    pool = pool_of(node)
+    return [pool] if pool else []
+
+
 def node_informer(api: Any, *, path: str = "/api/v1/nodes", **informer_kw: Any) -> Informer:
     """An informer over all Nodes (edge or not: any node's agent is checked against its Node)."""
     return Informer(
         KubeListWatcher(api, ListWatchConfig(path)),
         InformerConfig("nodes"),
-        indexers={ADDRESS_INDEX: _address_index},
+        indexers={ADDRESS_INDEX: _address_index, POOL_INDEX: _pool_index},
         transform=slim,
         **informer_kw,
     )

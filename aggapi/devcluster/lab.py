@@ -308,6 +308,21 @@ class Lab:
             alive=list(self.children.values()),
         )
 
+    def create_pools(self, names: list[str]) -> None:
+        """The pools the simulated nodes are labelled into (apps.openyurt.io/nodepool), through the
+        devcluster's aggregation like any client; idempotent across restarts of the lab."""
+        admin = self.admin()
+        for name in names:
+            admin.apply(
+                "/apis/edge.aggapi.io/v1alpha1/nodepools",
+                {
+                    "apiVersion": "edge.aggapi.io/v1alpha1",
+                    "kind": "NodePool",
+                    "metadata": {"name": name},
+                    "spec": {"type": "Edge"},
+                },
+            )
+
     # ---- all of it --------------------------------------------------------------------------------
 
     def start(self) -> None:
@@ -330,6 +345,10 @@ class Lab:
             self.register()
             self.wait_available()
             self.wait_served()
+            if self.edge is not None:
+                pools = sorted({n.pool for n in self.edge.nodes})
+                say(f"creating NodePools {', '.join(pools)} ...")
+                self.create_pools(pools)
             if self.edge is not None:
                 say(
                     f"starting tunnel agents (to 127.0.0.1:{self.tunnel_port}) and waiting for every node ..."

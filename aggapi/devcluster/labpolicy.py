@@ -52,4 +52,10 @@ rules:
     verbs: ["create", "patch"]
     apiGroups: ["", "events.k8s.io"]
     resources: ["events"]
+  # aggapi:leader-election (Role in aggapi's namespace)
+  - users: ["{SA_USER}"]
+    verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+    apiGroups: ["coordination.k8s.io"]
+    resources: ["leases"]
+    namespaces: ["{NAMESPACE}"]
 """

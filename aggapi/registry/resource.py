@@ -6,7 +6,7 @@ none of them names a kind.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -73,6 +73,12 @@ class Strategy(Protocol):
     def validate(self, obj: Obj) -> list[FieldError]: ...
 
     def validate_update(self, new: Obj, old: Obj) -> list[FieldError]: ...
+
+
+# Delete admission: called by the generic Store with the stored object before it is deleted (or marked
+# for deletion); refuses by raising an apierrors.StatusError. Given per resource by whoever knows the
+# state it depends on (e.g. a controller's caches), so the Store never names a kind.
+AdmitDelete = Callable[[Obj], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)

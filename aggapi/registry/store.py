@@ -13,7 +13,7 @@ from typing import Any
 from aggapi.machinery import apierrors
 from aggapi.machinery.timefmt import format_rfc3339
 from aggapi.registry.meta import generate_name, spec_changed, validate_meta, validate_meta_update
-from aggapi.registry.resource import FieldError, Obj, ResourceDef, Strategy
+from aggapi.registry.resource import AdmitDelete, FieldError, Obj, ResourceDef, Strategy
 from aggapi.registry.schema import with_schema_errors
 from aggapi.storage import errors
 from aggapi.storage.interface import ListOptions, ListResult, Preconditions, Storage, Watch, WatchOptions
@@ -38,8 +38,10 @@ class Store:
         *,
         prefix: str = "/registry",
         clock: Callable[[], datetime] = utcnow,
+        admit_delete: AdmitDelete | None = None,
     ) -> None:
         self.rdef = rdef
+        self.admit_delete = admit_delete
         self.storage = storage
         self.root = f"{prefix.rstrip('/')}/{rdef.group}/{rdef.resource}/"
         self.clock = clock
@@ -226,6 +228,8 @@ class Store:
         key = self.key(namespace, name)
         with self._errors(name):
             current = await self.storage.get(key)
+            if self.admit_delete is not None:
+                await self.admit_delete(current)  # refuses with a StatusError
             extra = {"Foreground": "foregroundDeletion", "Orphan": "orphan"}.get(propagation)
             finalizers = list(current.get("metadata", {}).get("finalizers") or [])
             if not finalizers and not extra:

@@ -1,0 +1,70 @@
+"""The controllers of `aggapi serve`, assembled from options: the NodePool controller run by the elected
+leader (or by every replica with --leader-elect=false), pool delete admission and the topology
+subresource (every replica). The server runs what this returns as named background loops."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from aggapi.apis.nodepool import NODEPOOL
+from aggapi.controllers.leader import KubeLease, LeaderElectionConfig, LeaderElector
+from aggapi.controllers.nodepool import NodePoolController
+from aggapi.controllers.nodes import NodeDirectory
+from aggapi.controllers.topology import Agents, PoolTopology
+from aggapi.edgeoptions import ControllerOptions
+from aggapi.metrics import Metrics
+from aggapi.server import Background, Extensions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class ControllerParts:
+    extensions: Extensions
+    background: list[Background] = field(default_factory=list)
+    nodepools: NodePoolController | None = None
+    elector: LeaderElector | None = None
+
+
+def build_controllers(
+    opts: ControllerOptions,
+    api: Any | None,
+    nodes: NodeDirectory,
+    agents: Agents | None,
+    metrics: Metrics,
+) -> ControllerParts:
+    topology = PoolTopology(nodes, agents, api)
+    subresources = {(NODEPOOL.resource, "topology"): topology}
+    if api is None or nodes.informer is None:
+        log.warning("no kube-apiserver connection: the NodePool controller does not run")
+        return ControllerParts(Extensions(subresources=subresources, store_users=(topology.bind,)))
+    ctl = NodePoolController(api, nodes.informer, observer=metrics)
+    ext = Extensions(
+        subresources=subresources,
+        delete_admission={NODEPOOL.resource: ctl.admit_delete},
+        store_users=(topology.bind, ctl.bind),
+    )
+    if not opts.leader_elect:
+        log.warning("leader election is off: this replica runs the controllers whatever others do")
+        return ControllerParts(ext, [("nodepool-controller", ctl.lead)], ctl)
+    identity = f"{socket.gethostname()}_{uuid.uuid4()}"
+    config = LeaderElectionConfig(
+        identity,
+        namespace=opts.lease_namespace,
+        name=opts.lease_name,
+        lease_duration=opts.lease_duration,
+        renew_deadline=opts.renew_deadline,
+        retry_period=opts.retry_period,
+        request_timeout=min(5.0, opts.renew_deadline / 2),
+    )
+    lock = KubeLease(api, opts.lease_namespace, opts.lease_name, timeout=config.request_timeout)
+    elector = LeaderElector(lock, config, observer=metrics)
+
+    async def elect() -> None:
+        await elector.run(ctl.lead)
+
+    return ControllerParts(ext, [("leader-election", elect)], ctl, elector)
