@@ -29,6 +29,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/api.py
 	$(BIN)/python bench/tunnel.py
+	$(BIN)/python bench/controllers.py
 
 # The second sed: mypy reads .pyi stubs even under follow_imports=skip, and protoc writes bare `Mapping`.
 proto: $(STAMP)
