@@ -80,6 +80,12 @@ STATUS: dict[str, Any] = {
             "description": "The kubelet's port on the node.",
         },
         "tunnel": TUNNEL,
+        "autonomyDuration": {
+            "type": "string",
+            "description": "The Node's node.openyurt.io/autonomy-duration annotation (set on the node or "
+            "through its pool's spec.annotations): how long its pods tolerate the node being not ready or "
+            'unreachable before eviction ("0": forever). Absent when the node is not autonomous.',
+        },
     },
 }
 
@@ -105,6 +111,7 @@ class NodeFacts:
     ready: str  # True | False | Unknown
     addresses: tuple[tuple[str, str], ...]  # (type, address)
     kubelet_port: int
+    autonomy: str = ""  # the node.openyurt.io/autonomy-duration annotation, "" without it
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +144,7 @@ def edge_node(node: NodeFacts, tunnel: TunnelFacts | None) -> Obj:
             "addresses": [{"type": typ, "address": addr} for typ, addr in node.addresses],
             "kubeletPort": node.kubelet_port,
             "tunnel": t,
+            **({"autonomyDuration": node.autonomy} if node.autonomy else {}),
         },
     }
 
@@ -174,6 +182,12 @@ EDGENODE = ResourceDef(
             "Tunnel", "string", ".status.tunnel.state", "Whether the node's tunnel agent is connected"
         ),
         PrinterColumn("Ready", "string", ".status.ready", "The Node's Ready condition"),
+        PrinterColumn(
+            "Autonomy",
+            "string",
+            ".status.autonomyDuration",
+            "How long pods tolerate the node being unreachable (node.openyurt.io/autonomy-duration)",
+        ),
         PrinterColumn("Age", "date", ".metadata.creationTimestamp"),
     ),
     extra_subresources=("proxy",),

@@ -1,9 +1,10 @@
-"""The controllers of `aggapi serve`, assembled from options: the NodePool controller run by the elected
-leader (or by every replica with --leader-elect=false), pool delete admission and the topology
+"""The controllers of `aggapi serve`, assembled from options: the NodePool and autonomy controllers run by
+the elected leader (or by every replica with --leader-elect=false), pool delete admission and the topology
 subresource (every replica). The server runs what this returns as named background loops."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import uuid
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aggapi.apis.nodepool import NODEPOOL
+from aggapi.controllers.autonomy import AutonomyController
 from aggapi.controllers.leader import KubeLease, LeaderElectionConfig, LeaderElector
 from aggapi.controllers.nodepool import NodePoolController
 from aggapi.controllers.nodes import NodeDirectory
@@ -28,6 +30,7 @@ class ControllerParts:
     background: list[Background] = field(default_factory=list)
     nodepools: NodePoolController | None = None
     elector: LeaderElector | None = None
+    autonomy: AutonomyController | None = None
 
 
 def build_controllers(
@@ -43,6 +46,7 @@ def build_controllers(
         log.warning("no kube-apiserver connection: the NodePool controller does not run")
         return ControllerParts(Extensions(subresources=subresources, store_users=(topology.bind,)))
     ctl = NodePoolController(api, nodes.informer, observer=metrics)
+    autonomy = AutonomyController(api, nodes.informer, observer=metrics)
     ext = Extensions(
         subresources=subresources,
         delete_admission={NODEPOOL.resource: ctl.admit_delete},
@@ -50,7 +54,8 @@ def build_controllers(
     )
     if not opts.leader_elect:
         log.warning("leader election is off: this replica runs the controllers whatever others do")
-        return ControllerParts(ext, [("nodepool-controller", ctl.lead)], ctl)
+        loops: list[Background] = [("nodepool-controller", ctl.lead), ("autonomy-controller", autonomy.lead)]
+        return ControllerParts(ext, loops, ctl, autonomy=autonomy)
     identity = f"{socket.gethostname()}_{uuid.uuid4()}"
     config = LeaderElectionConfig(
         identity,
@@ -64,7 +69,12 @@ def build_controllers(
     lock = KubeLease(api, opts.lease_namespace, opts.lease_name, timeout=config.request_timeout)
     elector = LeaderElector(lock, config, observer=metrics)
 
-    async def elect() -> None:
-        await elector.run(ctl.lead)
+    async def lead() -> None:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(ctl.lead(), name="nodepool-controller")
+            tg.create_task(autonomy.lead(), name="autonomy-controller")
 
-    return ControllerParts(ext, [("leader-election", elect)], ctl, elector)
+    async def elect() -> None:
+        await elector.run(lead)
+
+    return ControllerParts(ext, [("leader-election", elect)], ctl, elector, autonomy)

@@ -12,6 +12,7 @@ from typing import Protocol
 
 from aggapi.apis.edgenode import NodeFacts, TunnelFacts, edge_node
 from aggapi.controllers import nodes as n
+from aggapi.controllers.autonomy import AUTONOMY_ANNOTATION
 from aggapi.controllers.informer import EventHandler, Obj
 from aggapi.controllers.nodes import NodeDirectory
 from aggapi.edge_api.memstore import MemoryView
@@ -39,6 +40,7 @@ def node_facts(node: Obj) -> NodeFacts:
         ready=n.ready_status(node),
         addresses=addrs,
         kubelet_port=n.kubelet_port(node),
+        autonomy=str((meta.get("annotations") or {}).get(AUTONOMY_ANNOTATION) or ""),
     )
 
 
