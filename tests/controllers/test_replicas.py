@@ -4,11 +4,21 @@ leads and only it reconciles; SIGKILL the leader → the other takes over and ke
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from pathlib import Path
 
 import pytest
-from npkit import POOL_LABEL, NPEnv, delete_node, eventually, make_node, pool_status, start_np_aggapi
+from npkit import (
+    POOL_LABEL,
+    NPEnv,
+    delete_node,
+    eventually,
+    get_node,
+    make_node,
+    pool_status,
+    start_np_aggapi,
+)
 from support.aggapi import NP, nodepool
 from support.devcluster import Devcluster
 from support.etcd import EtcdServer
@@ -46,6 +56,13 @@ def test_only_leader_reconciles_and_the_other_takes_over(
         ok = 'controller="nodepool",result="success"'
         assert metric(leader, reconciles, ok) > 0
         assert metric(follower, reconciles, ok) == 0  # the follower never reconciled anything
+        # No double writes, seen in the objects themselves: once converged, neither the pool's status
+        # nor the node the pool pushes onto moves again (two writers would keep bumping them).
+        pool_rv = one.agg.get(f"{NP}/{pool}")[1]["metadata"]["resourceVersion"]
+        node_rv = get_node(one, first)["metadata"]["resourceVersion"]
+        time.sleep(2)
+        assert one.agg.get(f"{NP}/{pool}")[1]["metadata"]["resourceVersion"] == pool_rv
+        assert get_node(one, first)["metadata"]["resourceVersion"] == node_rv
 
         assert leader.aggapi.proc is not None
         leader.aggapi.proc.kill()  # dies without releasing the lease
