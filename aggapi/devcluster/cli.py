@@ -49,6 +49,18 @@ def add_flags(p: argparse.ArgumentParser) -> None:
         default=",".join(d.kubelet_preferred_address_types),
         help="which Node address to dial, in order of preference",
     )
+    p.add_argument(
+        "--node-monitor-grace-period",
+        type=_duration,
+        default=d.node_monitor_grace_period,
+        help="a node whose Lease and Ready heartbeat are older than this gets Ready=Unknown (e.g. 40s)",
+    )
+    p.add_argument(
+        "--node-monitor-period",
+        type=_duration,
+        default=d.node_monitor_period,
+        help="how often node heartbeats are checked (e.g. 5s)",
+    )
     p.add_argument("-v", "--v", dest="verbosity", type=int, default=0)
 
 
@@ -69,6 +81,8 @@ def from_args(a: argparse.Namespace) -> DevclusterOptions:
         kubelet_preferred_address_types=tuple(
             t.strip() for t in a.kubelet_preferred_address_types.split(",") if t.strip()
         ),
+        node_monitor_grace_period=a.node_monitor_grace_period,
+        node_monitor_period=a.node_monitor_period,
     )
 
 

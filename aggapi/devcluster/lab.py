@@ -16,7 +16,7 @@ from typing import Any
 
 from aggapi.devcluster.labkit import Child, JSONClient, etcd_binary, free_port, wait_for
 from aggapi.devcluster.labnodes import LabNodes, plan_nodes
-from aggapi.devcluster.labpolicy import LAB_POLICY, NAMESPACE, SA_USER, SERVICE
+from aggapi.devcluster.labpolicy import NAMESPACE, SA_USER, SERVICE, write_policy
 from aggapi.devcluster.pki import ensure_pki
 from aggapi.kubeconfig import write_kubeconfig
 from certs.files import load_or_create_ca, write_pair
@@ -38,6 +38,11 @@ class LabConfig:
     nodes: int = 0  # simulated edge nodes (labnodes.py)
     node_addresses: tuple[str, ...] = ()  # default 127.0.1.(10+i)
     tunnel_port: int = 0  # aggapi's agent port; 0 picks a free one
+    # Heartbeats: the kubelet-sims' lease renew interval and status update frequency, and the
+    # devcluster's node lifecycle stand-in (kube's defaults are 10s, 10s, 40s and 5s; the lab is quicker).
+    heartbeat_interval: str = "2s"
+    node_monitor_grace_period: str = "6s"
+    node_monitor_period: str = "1s"
     say: Callable[[str], None] = field(default=lambda msg: print(msg, flush=True))
 
 
@@ -55,7 +60,9 @@ class Lab:
         self.edge: LabNodes | None = None
         if cfg.nodes:
             nodes = plan_nodes(cfg.nodes, cfg.node_addresses)
-            self.edge = LabNodes(self.state, self.state / "pki", nodes, self._child)
+            self.edge = LabNodes(
+                self.state, self.state / "pki", nodes, self._child, self.url, cfg.heartbeat_interval
+            )
 
     # ---- files ------------------------------------------------------------------------------------
 
@@ -84,8 +91,8 @@ class Lab:
             ln.split(",", 1)[0] for ln in self.tokens.read_text().splitlines() if f",{SA_USER}," in ln
         )
         self.policy = self.state / "policy.yaml"
-        if not self.policy.exists():
-            self.policy.write_text(LAB_POLICY + self.cfg.extra_policy)
+        names = [n.name for n in self.edge.nodes] if self.edge is not None else []
+        write_policy(self.policy, names, self.cfg.extra_policy, self.cfg.say)
         self.aggapi_kubeconfig = self.state / "aggapi.kubeconfig"
         write_kubeconfig(
             self.aggapi_kubeconfig,
@@ -153,6 +160,8 @@ class Lab:
                 f"--token-auth-file={self.tokens}",
                 f"--authorization-policy-file={self.policy}",
                 f"--apiservice-check-interval={self.cfg.check_interval}",
+                f"--node-monitor-grace-period={self.cfg.node_monitor_grace_period}",
+                f"--node-monitor-period={self.cfg.node_monitor_period}",
                 *(self.edge.devcluster_args() if self.edge is not None else []),
             ],
         )
@@ -204,6 +213,17 @@ class Lab:
 
     def stop_agent(self, node: str) -> None:
         c = self.children.pop(f"agent-{node}", None)
+        if c is not None:
+            c.stop()
+
+    def start_kubelet(self, node: str) -> None:
+        """Start a node's kubelet-sim again (after stop_kubelet): it serves and heartbeats again."""
+        assert self.edge is not None
+        self.edge.start_sim(self.edge.node(node))
+
+    def stop_kubelet(self, node: str) -> None:
+        """Stop a node's kubelet-sim: its heartbeats stop, and so does its kubelet API."""
+        c = self.children.pop(f"kubelet-{node}", None)
         if c is not None:
             c.stop()
 

@@ -9,6 +9,8 @@ Lab PKI files (in the lab's pki directory, CAs kept across runs, leaf certificat
   kubelet-ca          signs each kubelet-sim's serving certificate (its IP)
   kubelet-client-ca   signs kubelet-client.crt, what the devcluster and aggapi present to kubelets
   node-ca             signs the agents' node certificates (aggapi's --tunnel-agent-ca-file)
+  client-ca           (the devcluster's) signs each kubelet-sim's heartbeat.crt, CN=system:node:<name>,
+                      O=system:nodes, with which it renews its Lease and patches its Node's status
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from aggapi.devcluster.labkit import Child, JSONClient, wait_for
+from aggapi.devcluster.pki import DevclusterPKI
 from certs.files import load_or_create_ca, write_pair
 from certs.pki import issue_client, issue_serving
 
@@ -152,11 +155,15 @@ class LabNodes:
         pki_dir: Path,
         nodes: list[EdgeNode],
         start_child: Callable[[str, list[str]], Child],
+        api_server: str = "",
+        heartbeat_interval: str = "10s",
     ) -> None:
         self.state = state
         self.pki_dir = pki_dir
         self.nodes = nodes
         self._start_child = start_child
+        self.api_server = api_server  # the devcluster, where the kubelet-sims heartbeat to
+        self.heartbeat_interval = heartbeat_interval
         self.egress_uds = _socket_path(state / "egress.sock")
         self.egress_config = state / "egress-selector.yaml"
         self.kubelet_ca = pki_dir / "kubelet-ca.crt"
@@ -193,6 +200,25 @@ class LabNodes:
             agent = issue_client(node_ca, common_name=f"system:node:{n.name}", organizations=["system:nodes"])
             write_pair(agent, d / "node.crt", d / "node.key")
         self.egress_config.write_text(egress_selector(self.egress_uds))
+        api_client_ca = DevclusterPKI(self.pki_dir).client_ca_pair()
+        for n in self.nodes:
+            cert = issue_client(
+                api_client_ca, common_name=f"system:node:{n.name}", organizations=["system:nodes"]
+            )
+            write_pair(cert, self._dir(n) / "heartbeat.crt", self._dir(n) / "heartbeat.key")
+
+    def heartbeat_args(self, node: EdgeNode) -> list[str]:
+        if not self.api_server:
+            return []
+        d = self._dir(node)
+        return [
+            f"--api-server={self.api_server}",
+            f"--api-client-cert-file={d / 'heartbeat.crt'}",
+            f"--api-client-key-file={d / 'heartbeat.key'}",
+            f"--api-ca-file={DevclusterPKI(self.pki_dir).ca}",
+            f"--node-lease-renew-interval={self.heartbeat_interval}",
+            f"--node-status-update-frequency={self.heartbeat_interval}",
+        ]
 
     def devcluster_args(self) -> list[str]:
         return [
@@ -236,26 +262,30 @@ class LabNodes:
 
     def start_sims(self) -> None:
         for n in self.nodes:
-            d = self._dir(n)
-            self._start_child(
-                f"kubelet-{n.name}",
-                [
-                    sys.executable,
-                    "-m",
-                    "edge",
-                    "kubelet-sim",
-                    f"--node-name={n.name}",
-                    f"--node-ip={n.address}",
-                    f"--port={KUBELET_PORT}",
-                    f"--tls-cert-file={d / 'kubelet.crt'}",
-                    f"--tls-private-key-file={d / 'kubelet.key'}",
-                    f"--client-ca-file={self.kubelet_client_ca}",
-                    f"--root-dir={d / 'kubelet'}",
-                    f"--pods-file={d / 'pods.json'}",
-                    f"--port-forward={NAMESPACE}/{n.pod}:{SAMPLE_PORT}",
-                    f"--log-ticker={NAMESPACE}/{n.pod}/app=1",
-                ],
-            )
+            self.start_sim(n)
+
+    def start_sim(self, n: EdgeNode) -> Child:
+        d = self._dir(n)
+        return self._start_child(
+            f"kubelet-{n.name}",
+            [
+                sys.executable,
+                "-m",
+                "edge",
+                "kubelet-sim",
+                f"--node-name={n.name}",
+                f"--node-ip={n.address}",
+                f"--port={KUBELET_PORT}",
+                f"--tls-cert-file={d / 'kubelet.crt'}",
+                f"--tls-private-key-file={d / 'kubelet.key'}",
+                f"--client-ca-file={self.kubelet_client_ca}",
+                f"--root-dir={d / 'kubelet'}",
+                f"--pods-file={d / 'pods.json'}",
+                f"--port-forward={NAMESPACE}/{n.pod}:{SAMPLE_PORT}",
+                f"--log-ticker={NAMESPACE}/{n.pod}/app=1",
+                *self.heartbeat_args(n),
+            ],
+        )
 
     def start_agent(self, node: EdgeNode, server: str, server_ca: Path) -> Child:
         d = self._dir(node)

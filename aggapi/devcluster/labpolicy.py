@@ -3,6 +3,9 @@ manifests grant it (apiservice/server/rbac-*.yaml)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 NAMESPACE, SERVICE = "aggapi-system", "aggapi"
 SA_USER = f"system:serviceaccount:{NAMESPACE}:{SERVICE}"
 
@@ -59,3 +62,43 @@ rules:
     resources: ["leases"]
     namespaces: ["{NAMESPACE}"]
 """
+
+
+def node_rules(names: list[str]) -> str:
+    """What kube's Node authorizer and system:node role let a kubelet do for its heartbeats, each node
+    for its own objects only: its Lease in kube-node-lease (any node may create one, as creating names
+    no object to authorize by) and its Node and the Node's status."""
+    out = [
+        "  # kubelets' heartbeats (Node authorizer)",
+        '  - groups: ["system:nodes"]',
+        '    verbs: ["create"]',
+        '    apiGroups: ["coordination.k8s.io"]',
+        '    resources: ["leases"]',
+        '    namespaces: ["kube-node-lease"]',
+    ]
+    for n in names:
+        out += [
+            f'  - users: ["system:node:{n}"]',
+            '    verbs: ["get", "update"]',
+            '    apiGroups: ["coordination.k8s.io"]',
+            '    resources: ["leases"]',
+            '    namespaces: ["kube-node-lease"]',
+            f'    resourceNames: ["{n}"]',
+            f'  - users: ["system:node:{n}"]',
+            '    verbs: ["get", "patch", "update"]',
+            '    apiGroups: [""]',
+            '    resources: ["nodes", "nodes/status"]',
+            f'    resourceNames: ["{n}"]',
+        ]
+    return "\n".join(out) + "\n"
+
+
+def write_policy(path: Path, nodes: list[str], extra: str, say: Callable[[str], None]) -> None:
+    """Written on the first run, then the user's to edit (kept as it is)."""
+    if not path.exists():
+        path.write_text(LAB_POLICY + node_rules(nodes) + extra)
+    elif any(f'"system:node:{n}"' not in path.read_text() for n in nodes):
+        say(
+            f"warning: {path} (kept from an earlier run) lacks some nodes' heartbeat rules; "
+            "delete it to have it written again (docs/devcluster.md)"
+        )

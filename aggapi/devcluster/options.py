@@ -27,6 +27,9 @@ class DevclusterOptions:
     kubelet_client_key: str = ""
     kubelet_certificate_authority: str = ""
     kubelet_preferred_address_types: tuple[str, ...] = ADDRESS_TYPES
+    # The node lifecycle stand-in (nodelifecycle.py), kube-controller-manager's flags and defaults.
+    node_monitor_grace_period: float = 40.0
+    node_monitor_period: float = 5.0
 
     def validate(self) -> list[str]:
         errs = []
@@ -57,6 +60,8 @@ class DevclusterOptions:
                 load_egress_selector(self.egress_selector_config_file)
             except (ValueError, OSError) as exc:
                 errs.append(f"--egress-selector-config-file {self.egress_selector_config_file}: {exc}")
+        if self.node_monitor_grace_period <= 0 or self.node_monitor_period <= 0:
+            errs.append("--node-monitor-grace-period and --node-monitor-period must be positive")
         if self.apiservice_check_interval <= 0:
             errs.append("--apiservice-check-interval must be positive")
         return errs

@@ -24,6 +24,7 @@ from aggapi.devcluster.csr import install_approval
 from aggapi.devcluster.egress import EgressDialer, kubelet_tls, load_egress_selector
 from aggapi.devcluster.kinds import KINDS, find
 from aggapi.devcluster.kubelet import KubeletProxy
+from aggapi.devcluster.nodelifecycle import NodeLifecycle
 from aggapi.devcluster.options import DevclusterOptions
 from aggapi.devcluster.pki import FRONT_PROXY_CN, DevclusterPKI, ensure_pki
 from aggapi.devcluster.policy import Policy, PolicyAuthorizer, StaticTokens, load_policy, parse_token_file
@@ -130,6 +131,9 @@ async def run(opts: DevclusterOptions, stop: asyncio.Event | None = None) -> Non
         stores,
         Published(published_auth(cfg.client_ca, cfg.front_proxy_ca), opts.bind_address, opts.secure_port),
     )
+    lifecycle = NodeLifecycle(
+        stores, grace_period=opts.node_monitor_grace_period, period=opts.node_monitor_period
+    )
     metrics = Metrics()
     tls = DynamicServingTLS(str(pki.serving_cert), str(pki.serving_key), lambda: client_auth, metrics)
     background: list[Background] = [
@@ -137,6 +141,7 @@ async def run(opts: DevclusterOptions, stop: asyncio.Event | None = None) -> Non
         ("devcluster-bootstrap", bootstrap.run),
         ("apiservice-informer", aggregator.run_informer),
         ("apiservice-availability", aggregator.run_checks),
+        ("node-lifecycle", lifecycle.run),
     ]
     server_opts = ServerOptions(
         serving=ServingOptions(opts.bind_address, opts.secure_port),

@@ -10,12 +10,14 @@ from edge.kubelet_sim.config import (
     PortMapping,
     Timeouts,
 )
+from edge.kubelet_sim.heartbeat import HeartbeatConfig
 from edge.kubelet_sim.logs import append_log
 from edge.kubelet_sim.node import node_object
 from edge.kubelet_sim.server import KubeletSim
 
 __all__ = [
     "KUBELET_PORT",
+    "HeartbeatConfig",
     "KubeletSim",
     "KubeletSimConfig",
     "LogTicker",

@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from edge.kubelet_sim.config import KUBELET_PORT, KubeletSimConfig, LogTicker, NodeIdentity, PortMapping
+from edge.kubelet_sim.heartbeat import HeartbeatConfig
 from edge.kubelet_sim.server import KubeletSim
 
 log = logging.getLogger(__name__)
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "kubelet-sim",
-        help="a simulated kubelet for the lab and tests (logs, exec, attach, port-forward)",
+        help="a simulated kubelet for the lab and tests (logs, exec, attach, port-forward, heartbeats)",
         description="Serve the kubelet API on <node-ip>:10250 for simulated pods.",
     )
     p.add_argument("--node-name", required=True)
@@ -48,8 +49,52 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         metavar="NS/POD/CONTAINER[=SECONDS]",
         help="append a line to that container's log periodically (repeatable)",
     )
+    hb = p.add_argument_group("heartbeats (Node Lease and Ready condition; all of them or none)")
+    hb.add_argument("--api-server", default="", help="kube-apiserver URL, e.g. https://127.0.0.1:6443")
+    hb.add_argument(
+        "--api-client-cert-file", type=Path, help="node client cert (CN=system:node:<name>, O=system:nodes)"
+    )
+    hb.add_argument("--api-client-key-file", type=Path)
+    hb.add_argument("--api-ca-file", type=Path, help="CA of kube-apiserver's serving certificate")
+    hb.add_argument("--node-lease-renew-interval", type=_duration, default=10.0, help="e.g. 10s, 500ms")
+    hb.add_argument("--node-status-update-frequency", type=_duration, default=10.0, help="e.g. 10s")
     p.add_argument("-v", "--verbose", action="count", default=0)
     p.set_defaults(func=run)
+
+
+def _duration(text: str) -> float:
+    """Seconds from a Go-style duration ("10s", "500ms", "1m") or a bare number of seconds."""
+    units = (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0))
+    try:
+        for suffix, scale in units:
+            if text.endswith(suffix):
+                value = float(text[: -len(suffix)]) * scale
+                break
+        else:
+            value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r} (examples: 10s, 500ms)") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"duration {text!r} must be positive")
+    return value
+
+
+def _heartbeat(args: argparse.Namespace) -> HeartbeatConfig | None:
+    given = [args.api_server, args.api_client_cert_file, args.api_client_key_file, args.api_ca_file]
+    if not any(given):
+        return None
+    if not all(given):
+        raise ValueError(
+            "--api-server, --api-client-cert-file, --api-client-key-file and --api-ca-file go together"
+        )
+    return HeartbeatConfig(
+        args.api_server,
+        args.api_client_cert_file,
+        args.api_client_key_file,
+        args.api_ca_file,
+        lease_renew_interval=args.node_lease_renew_interval,
+        status_update_frequency=args.node_status_update_frequency,
+    )
 
 
 def _pods(path: Path | None) -> tuple[dict[str, Any], ...]:
@@ -89,6 +134,7 @@ def config_from(args: argparse.Namespace) -> KubeletSimConfig:
         pods=_pods(args.pods_file),
         port_forwards=tuple(_port_mapping(s) for s in args.port_forward),
         log_tickers=tuple(_ticker(s) for s in args.log_ticker),
+        heartbeat=_heartbeat(args),
     )
 
 

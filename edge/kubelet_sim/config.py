@@ -6,7 +6,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from edge.kubelet_sim.heartbeat import HeartbeatConfig
 
 KUBELET_PORT = 10250
 
@@ -80,3 +83,5 @@ class KubeletSimConfig:
     clock: Callable[[], datetime] = utcnow
     # $PATH of exec'd commands; a container image's usual one, not the host process's.
     exec_path: str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    # Node Lease and Ready-condition heartbeats to kube-apiserver (heartbeat.py); None: no heartbeats.
+    heartbeat: HeartbeatConfig | None = None

@@ -22,6 +22,7 @@ from edge.aio import within
 from edge.kubelet_sim import portforward, transports
 from edge.kubelet_sim.config import KubeletSimConfig, PodObject
 from edge.kubelet_sim.echo import EchoServers
+from edge.kubelet_sim.heartbeat import Heartbeat
 from edge.kubelet_sim.logs import log_size, parse_log_options, serve_log
 from edge.kubelet_sim.pipes import WebSocketPipe, upgrade_raw
 from edge.kubelet_sim.pods import Container, Pod, PodTable
@@ -109,6 +110,10 @@ class KubeletSim:
                 tickers.append(
                     asyncio.create_task(self._tick(t.namespace, t.pod, t.container, t.interval), name=name)
                 )
+            if cfg.heartbeat is not None:
+                beat = Heartbeat(cfg.node.name, cfg.heartbeat, cfg.clock)
+                tickers.append(asyncio.create_task(beat.run(), name=f"kubelet-sim:{cfg.node.name}:heartbeat"))
+                log.info("kubelet-sim %s heartbeating to %s", cfg.node.name, cfg.heartbeat.api_server)
             log.info("kubelet-sim %s serving on %s", cfg.node.name, self.url)
             yield self
         finally:
