@@ -7,6 +7,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
+from edge.health import cli as health_cli
 from edge.kubelet_sim import cli as kubelet_sim_cli
 from edge.tunnel import cli as tunnel_cli
 
@@ -19,6 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     tunnel_cli.add_parser(subparsers)
     kubelet_sim_cli.add_parser(subparsers)
+    health_cli.add_parser(subparsers)
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
     if func is None:
