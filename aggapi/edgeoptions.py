@@ -151,6 +151,8 @@ class ControllerOptions:
     retry_period: float = 2.0
     lease_namespace: str = DEFAULT_LEASE_NAMESPACE
     lease_name: str = "aggapi-controllers"
+    # Edge health votes expire this long after their write (3 probe periods of 10 s; see docs/health.md).
+    health_vote_ttl: float = 30.0
 
     @property
     def enabled(self) -> bool:
@@ -163,6 +165,8 @@ class ControllerOptions:
                 "--leader-elect-lease-duration > --leader-elect-renew-deadline > "
                 "--leader-elect-retry-period > 0"
             )
+        if self.health_vote_ttl < 2:
+            errs.append("--health-vote-ttl must be at least 2s (etcd's smallest lease)")
         return errs
 
 
@@ -207,6 +211,13 @@ def add_controller_flags(p: argparse.ArgumentParser) -> None:
         help=f"namespace of the Lease (default: the pod's namespace in-cluster, else {c.lease_namespace})",
     )
     p.add_argument("--leader-elect-resource-name", default=c.lease_name)
+    p.add_argument(
+        "--health-vote-ttl",
+        type=_seconds,
+        default=c.health_vote_ttl,
+        help="how long an edge health vote counts after it is written (an etcd lease; default 30s, "
+        "3 probe periods)",
+    )
 
 
 SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -233,6 +244,7 @@ def controller_options(a: argparse.Namespace, *, in_cluster: bool) -> Controller
         retry_period=a.leader_elect_retry_period,
         lease_namespace=_lease_namespace(a.leader_elect_resource_namespace, in_cluster),
         lease_name=a.leader_elect_resource_name,
+        health_vote_ttl=a.health_vote_ttl,
     )
 
 

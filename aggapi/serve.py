@@ -100,7 +100,12 @@ async def serve(opts: ServerOptions) -> None:
     edge = await build_edge(opts, cert, key)
     background += edge.background
     controllers = build_controllers(
-        opts.controllers, edge.api, edge.nodes or NodeDirectory(None), edge.tunnel, metrics
+        opts.controllers,
+        edge.api,
+        edge.nodes or NodeDirectory(None),
+        edge.tunnel,
+        metrics,
+        verdicts=edge.health.verdict_of if edge.health is not None else None,
     )
     background += controllers.background
     app = build_app(

@@ -16,6 +16,8 @@ from aggapi.machinery.timefmt import format_rfc3339
 from aggapi.registry.resource import FieldError, Obj, PrinterColumn, ResourceDef
 
 CONNECTED, DISCONNECTED = "Connected", "Disconnected"
+HEALTHY, UNHEALTHY, UNKNOWN = "Healthy", "Unhealthy", "Unknown"
+VERDICTS = [HEALTHY, UNHEALTHY, UNKNOWN]
 # kube's nodes/proxy: every method is a connect verb.
 PROXY_VERBS = ["create", "delete", "get", "patch", "update"]
 
@@ -80,6 +82,12 @@ STATUS: dict[str, Any] = {
             "description": "The kubelet's port on the node.",
         },
         "tunnel": TUNNEL,
+        "health": {
+            "type": "string",
+            "enum": VERDICTS,
+            "description": "The pool peers' verdict on the node (see its health subresource): Healthy, "
+            "Unhealthy or Unknown.",
+        },
         "autonomyDuration": {
             "type": "string",
             "description": "The Node's node.openyurt.io/autonomy-duration annotation (set on the node or "
@@ -99,6 +107,66 @@ SCHEMA = object_schema(
 )
 
 
+HEALTH_VOTE: dict[str, Any] = {
+    "type": "object",
+    "description": "HealthVote (POST edgenodes/{name}/health): one pool peer's observation of a node. A node "
+    "votes only as itself (its client certificate, user system:node:<voter>) and only about nodes of its own "
+    "pool. Stored under a lease of --health-vote-ttl: a vote that is not renewed expires.",
+    "required": ["apiVersion", "kind", "voter", "target", "observedAt", "result"],
+    "properties": {
+        "apiVersion": {"type": "string"},
+        "kind": {"type": "string"},
+        "voter": {"type": "string", "description": "The voting node (the caller's own node name)."},
+        "target": {"type": "string", "description": "The node voted about (the name in the URL)."},
+        "observedAt": {"type": "string", "format": "date-time", "description": "When the voter probed."},
+        "result": {"type": "string", "enum": [HEALTHY, UNHEALTHY], "description": "What the voter saw."},
+        "probes": {
+            "type": "object",
+            "x-kubernetes-preserve-unknown-fields": True,
+            "description": "Free-form details of the probes behind the result.",
+        },
+        "receivedAt": {
+            "type": "string",
+            "format": "date-time",
+            "description": "When aggapi stored the vote (set by the server).",
+        },
+    },
+}
+
+NODE_HEALTH: dict[str, Any] = {
+    "type": "object",
+    "description": "NodeHealth (GET edgenodes/{name}/health): the verdict of the node's pool peers. "
+    "A verdict needs live votes from a majority of the pool's other members; too few voters, a node "
+    "alone in its pool, or a pool cut off from the cloud as a whole give Unknown, never Unhealthy "
+    "(docs/health.md). POST a HealthVote to the same path to vote.",
+    "properties": {
+        "apiVersion": {"type": "string"},
+        "kind": {"type": "string"},
+        "node": {"type": "string", "description": "The node."},
+        "pool": {"type": "string", "description": "The node's NodePool."},
+        "verdict": {"type": "string", "enum": VERDICTS, "description": "Healthy, Unhealthy or Unknown."},
+        "reason": {"type": "string", "description": "Why, in words."},
+        "votes": {"type": "array", "items": HEALTH_VOTE, "description": "The live votes that count."},
+        "quorum": {
+            "type": "object",
+            "description": "members: the pool's nodes but this one; voters: members with a live vote; "
+            "needed: floor(members/2)+1.",
+            "properties": {
+                "members": {"type": "integer", "format": "int32"},
+                "voters": {"type": "integer", "format": "int32"},
+                "needed": {"type": "integer", "format": "int32"},
+            },
+        },
+        "lastTransitionTime": {
+            "type": "string",
+            "format": "date-time",
+            "description": "When the verdict last changed, as the answering aggapi replica saw it (kept in "
+            "memory: a restarted replica starts counting when it first computes the verdict).",
+        },
+    },
+}
+
+
 @dataclass(frozen=True, slots=True)
 class NodeFacts:
     """What an EdgeNode shows of its Node (extracted by the caller)."""
@@ -112,6 +180,7 @@ class NodeFacts:
     addresses: tuple[tuple[str, str], ...]  # (type, address)
     kubelet_port: int
     autonomy: str = ""  # the node.openyurt.io/autonomy-duration annotation, "" without it
+    health: str = ""  # the peers' verdict (Healthy | Unhealthy | Unknown), "" when not known
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +213,7 @@ def edge_node(node: NodeFacts, tunnel: TunnelFacts | None) -> Obj:
             "addresses": [{"type": typ, "address": addr} for typ, addr in node.addresses],
             "kubeletPort": node.kubelet_port,
             "tunnel": t,
+            **({"health": node.health} if node.health else {}),
             **({"autonomyDuration": node.autonomy} if node.autonomy else {}),
         },
     }
@@ -182,6 +252,7 @@ EDGENODE = ResourceDef(
             "Tunnel", "string", ".status.tunnel.state", "Whether the node's tunnel agent is connected"
         ),
         PrinterColumn("Ready", "string", ".status.ready", "The Node's Ready condition"),
+        PrinterColumn("Health", "string", ".status.health", "The pool peers' verdict on the node"),
         PrinterColumn(
             "Autonomy",
             "string",
@@ -190,11 +261,12 @@ EDGENODE = ResourceDef(
         ),
         PrinterColumn("Age", "date", ".metadata.creationTimestamp"),
     ),
-    extra_subresources=("proxy",),
+    extra_subresources=("proxy", "health"),
     verbs=("get", "list", "watch"),
     description="EdgeNode is a read-only view of an edge Node joined with its tunnel state.",
     extra={
-        "subresource_verbs": {"proxy": PROXY_VERBS},
-        "subresource_kinds": {"proxy": "EdgeNodeProxyOptions"},
+        "subresource_verbs": {"proxy": PROXY_VERBS, "health": ["create", "get"]},
+        "subresource_kinds": {"proxy": "EdgeNodeProxyOptions", "health": "NodeHealth"},
+        "subresource_schemas": {"health": NODE_HEALTH},
     },
 )

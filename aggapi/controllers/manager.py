@@ -8,6 +8,7 @@ import asyncio
 import logging
 import socket
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,8 +40,10 @@ def build_controllers(
     nodes: NodeDirectory,
     agents: Agents | None,
     metrics: Metrics,
+    *,
+    verdicts: Callable[[str], str] | None = None,
 ) -> ControllerParts:
-    topology = PoolTopology(nodes, agents, api)
+    topology = PoolTopology(nodes, agents, api, verdicts=verdicts)
     subresources = {(NODEPOOL.resource, "topology"): topology}
     if api is None or nodes.informer is None:
         log.warning("no kube-apiserver connection: the NodePool controller does not run")

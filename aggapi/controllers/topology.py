@@ -1,5 +1,6 @@
-"""GET nodepools/{name}/topology (read-only): the pool's nodes with readiness, addresses, tunnel state and
-autonomy setting, and the in-pool endpoints of Services annotated `openyurt.io/topologyKeys`.
+"""GET nodepools/{name}/topology (read-only): the pool's nodes with readiness, addresses, tunnel state,
+autonomy setting and edge health verdict (docs/health.md), and the in-pool endpoints of Services
+annotated `openyurt.io/topologyKeys`.
 
 Nodes come from the shared Node informer and tunnel state from this replica's tunnel server (an agent
 connected to another replica shows Disconnected here, as in edgenodes). Services and EndpointSlices are
@@ -11,7 +12,7 @@ picture.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -39,9 +40,16 @@ class Agents(Protocol):
 
 class PoolTopology:
     def __init__(
-        self, nodes: NodeDirectory, agents: Agents | None, api: Any | None, *, timeout: float = 10.0
+        self,
+        nodes: NodeDirectory,
+        agents: Agents | None,
+        api: Any | None,
+        *,
+        timeout: float = 10.0,
+        verdicts: Callable[[str], str] | None = None,
     ) -> None:
         self._nodes = nodes
+        self._verdicts = verdicts  # a node's edge health verdict (edgenodes/{name}/health)
         self._agents = agents
         self._api = api
         self._timeout = timeout
@@ -60,7 +68,7 @@ class PoolTopology:
             [] if self._nodes.informer is None else self._nodes.informer.by_index(n.POOL_INDEX, info.name)
         )
         connected = set(self._agents.agents()) if self._agents is not None else set()
-        nodes = [self.node_entry(m, connected) for m in members]
+        nodes = [self.node_entry(m, connected, self._verdicts) for m in members]
         services = await self.services({x["name"] for x in nodes})
         status = pool.get("status") or {}
         body = {
@@ -78,7 +86,7 @@ class PoolTopology:
         return respond(body)
 
     @staticmethod
-    def node_entry(node: Obj, connected: set[str]) -> Obj:
+    def node_entry(node: Obj, connected: set[str], verdicts: Callable[[str], str] | None = None) -> Obj:
         meta = node.get("metadata") or {}
         name = str(meta.get("name", ""))
         entry: Obj = {
@@ -87,6 +95,8 @@ class PoolTopology:
             "addresses": list((node.get("status") or {}).get("addresses") or []),
             "tunnel": "Connected" if name in connected else "Disconnected",
         }
+        if verdicts is not None:
+            entry["health"] = verdicts(name)
         autonomy = (meta.get("annotations") or {}).get(AUTONOMY)
         if autonomy is not None:
             entry["autonomyDuration"] = str(autonomy)

@@ -1,6 +1,6 @@
 """The edge parts of `aggapi serve`, built from its options: the Node informer (kube-apiserver from
 --kubeconfig or in-cluster), the tunnel server and its HTTP CONNECT egress, the edgenodes view and its
-proxy subresource. The server runs what this returns as named background loops."""
+proxy and health subresources. The server runs what this returns as named background loops."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from aggapi.auth.kube import api_client
 from aggapi.controllers.nodes import NodeDirectory, node_informer
 from aggapi.edge_api.edgenodes import EdgeNodeView
 from aggapi.edge_api.egress_route import DirectPolicy, RoutingDialer
+from aggapi.edge_api.health import HealthService, VoteStore
 from aggapi.edge_api.kubelet import KubeletTLS, KubeletTLSConfig
 from aggapi.edge_api.memstore import MemoryView, MemoryViewConfig
 from aggapi.edge_api.proxy import EdgeNodeProxy
@@ -37,6 +38,7 @@ class EdgeParts:
     egress: EgressServer | None = None
     api: Any = None  # the kube-apiserver client, closed by close()
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    health: HealthService | None = None  # verdicts, for the pool topology
 
     async def close(self) -> None:
         if self.api is not None:
@@ -112,9 +114,18 @@ async def build_edge(opts: ServerOptions, serving_cert: str, serving_key: str) -
             )
     else:
         log.info("edge tunnel not started (it needs --tunnel-agent-ca-file and a --tunnel-port other than 0)")
+    e = opts.etcd
+    health_etcd = EtcdClient(EtcdConfig(e.servers, e.cafile or None, e.certfile or None, e.keyfile or None))
+    closers.append(health_etcd.close)
+    health = HealthService(nodes, tunnel, VoteStore(health_etcd, e.prefix, c.health_vote_ttl))
     bookmark = {"apiVersion": EDGENODE.api_version, "kind": EDGENODE.kind}
     synced = nodes.informer.wait_synced if nodes.informer is not None else None
-    view = EdgeNodeView(nodes, tunnel, MemoryView(MemoryViewConfig(bookmark), ready=synced))
+    view = EdgeNodeView(
+        nodes, tunnel, MemoryView(MemoryViewConfig(bookmark), ready=synced), health=health.verdict_of
+    )
+    health.on_change = view.refresh
+    if nodes.informer is not None:
+        background.append(("edge-health-verdicts", health.run))
     if nodes.informer is not None:
         nodes.informer.add_handler(view.handler())
     if tunnel is not None:
@@ -128,8 +139,8 @@ async def build_edge(opts: ServerOptions, serving_cert: str, serving_key: str) -
     proxy = EdgeNodeProxy(nodes, tunnel, tls)
     ext = Extensions(
         views={EDGENODE.resource: view.view},
-        subresources={(EDGENODE.resource, "proxy"): proxy},
+        subresources={(EDGENODE.resource, "proxy"): proxy, (EDGENODE.resource, "health"): health},
         ready_checks=checks,
         on_shutdown=(proxy.close_streams,),
     )
-    return EdgeParts(ext, background, nodes, tunnel, egress, api, closers)
+    return EdgeParts(ext, background, nodes, tunnel, egress, api, closers, health)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from typing import Protocol
 
 from aggapi.apis.edgenode import NodeFacts, TunnelFacts, edge_node
@@ -57,8 +58,10 @@ class EdgeNodeView:
         *,
         poll_interval: float = 1.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        health: Callable[[str], str] | None = None,
     ) -> None:
         self._nodes = nodes
+        self._health = health  # the node's edge health verdict (the HEALTH column)
         self._agents = agents
         self.view = view
         self._poll = poll_interval
@@ -78,7 +81,10 @@ class EdgeNodeView:
         if node is None or not n.is_edge_node(node):
             self.view.apply(name, None)
             return
-        self.view.apply(name, edge_node(node_facts(node), self._tunnels.get(name)))
+        facts = node_facts(node)
+        if self._health is not None:
+            facts = replace(facts, health=self._health(name))
+        self.view.apply(name, edge_node(facts, self._tunnels.get(name)))
 
     def poll_tunnel(self) -> int:
         """Take the current agents; refresh the nodes whose tunnel state changed. Returns how many."""

@@ -37,7 +37,7 @@ async def test_kubectl_get_shows_columns_and_connected(edge_env: EdgeEnv, api: A
         await eventually(connected, "edge node shows its tunnel Connected")
         out = await _kubectl(edge_env, "get", "edgenodes", edge)
         header, row = out.splitlines()
-        assert header.split() == ["NAME", "POOL", "TUNNEL", "READY", "AUTONOMY", "AGE"]
+        assert header.split() == ["NAME", "POOL", "TUNNEL", "READY", "HEALTH", "AUTONOMY", "AGE"]
         assert row.split()[:4] == [edge, "hangzhou", "Connected", "True"]
 
         names = (await _kubectl(edge_env, "get", "en", "-o", "name")).split()
@@ -135,7 +135,7 @@ async def test_table_and_partial_object_metadata(edge_env: EdgeEnv, api: Api, tm
         table_accept = "application/json;as=Table;v=v1;g=meta.k8s.io"
         code, table = await api.get(f"{EN}/{name}", headers={"Accept": table_accept})
         assert code == 200 and table["kind"] == "Table"
-        columns = ["Name", "Pool", "Tunnel", "Ready", "Autonomy", "Age"]
+        columns = ["Name", "Pool", "Tunnel", "Ready", "Health", "Autonomy", "Age"]
         assert [c["name"] for c in table["columnDefinitions"]] == columns
         assert table["rows"][0]["cells"][:4] == [name, "p1", "Disconnected", "True"]
         partial = "application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io"

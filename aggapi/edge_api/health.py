@@ -1,0 +1,280 @@
+"""`edgenodes/{name}/health`: pool peers POST HealthVotes about a node; GET returns its NodeHealth.
+
+Votes live in aggapi's etcd at `<etcd prefix>/aggapi.internal/health-votes/<target>/<voter>`, each under an
+etcd lease of --health-vote-ttl, so a voter that stops voting drops out by itself. Leases are shared: one
+granted lease serves every vote written within `reuse` = ttl/10 seconds (whole seconds, 0 below 10 s) and
+is granted for ttl + reuse, so a vote lives between ttl and ttl + reuse after its write and a pool of N
+voters costs one LeaseGrant per `reuse` seconds instead of one per vote.
+
+Authorization happened before (edgenodes/health, create or get). A vote must further come from the voter
+itself (client user system:node:<voter>, group system:nodes) about a node of its own pool (403 otherwise);
+a node never votes about itself (422). The verdict rules are in health_verdict.py and docs/health.md. The
+verdict of every edge node is recomputed every `interval` (one etcd range over all votes) for the
+edgenodes HEALTH column; when it changed is kept in memory (per replica, see docs/health.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+import orjson
+from aiohttp import web
+
+from aggapi.apis.edgenode import EDGENODE, UNKNOWN
+from aggapi.controllers import nodes as n
+from aggapi.controllers.informer import Obj
+from aggapi.controllers.nodes import NodeDirectory
+from aggapi.edge_api.health_verdict import API_VERSION, HEALTH_KIND, Decision, Vote, decide, vote_errors
+from aggapi.http import body as bodies
+from aggapi.http.handlers import respond
+from aggapi.http.middleware import USER_KEY
+from aggapi.http.requestinfo import RequestInfo
+from aggapi.machinery import apierrors
+from aggapi.machinery.timefmt import format_rfc3339, parse_rfc3339
+from aggapi.storage.etcd import prefix_end
+from aggapi.storage.etcd_types import RangeResult
+
+log = logging.getLogger(__name__)
+
+NODE_USER_PREFIX = "system:node:"
+NODES_GROUP = "system:nodes"
+DEFAULT_VOTE_TTL = 30.0  # 3 probe periods of 10 s
+MIN_LEASE_TTL = 2  # etcd's smallest lease TTL with its default heartbeat and election timeout
+
+
+class Etcd(Protocol):
+    async def range(self, key: bytes, range_end: bytes | None = None) -> RangeResult: ...
+    async def put(self, key: bytes, value: bytes, *, lease: int = 0) -> int: ...
+    async def lease_grant(self, ttl: int) -> int: ...
+
+
+class Agents(Protocol):
+    def agents(self) -> Mapping[str, Any]: ...
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class VoteStore:
+    def __init__(
+        self, etcd: Etcd, prefix: str, ttl: float, *, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._etcd = etcd
+        self.dir = f"{prefix.rstrip('/')}/aggapi.internal/health-votes/"
+        self.ttl = max(MIN_LEASE_TTL, math.ceil(ttl))
+        self.reuse = self.ttl // 10
+        self._now = monotonic
+        self._lease: tuple[int, float] | None = None  # (id, when granted)
+        self._lock = asyncio.Lock()
+
+    def key(self, target: str, voter: str) -> bytes:
+        return f"{self.dir}{target}/{voter}".encode()
+
+    async def _lease_id(self) -> int:
+        async with self._lock:
+            now = self._now()
+            if self._lease is not None and now - self._lease[1] < self.reuse:
+                return self._lease[0]
+            lease = await self._etcd.lease_grant(self.ttl + self.reuse)
+            self._lease = (lease, now)
+            return lease
+
+    async def put(self, vote: Vote) -> None:
+        value = orjson.dumps(vote.to_json())
+        lease = await self._lease_id()
+        try:
+            await self._etcd.put(self.key(vote.target, vote.voter), value, lease=lease)
+        except Exception:  # e.g. the shared lease is gone (revoked, etcd restored): next write grants anew
+            self._lease = None
+            raise
+
+    async def votes(self, target: str | None = None) -> list[Vote]:
+        """Live votes about `target`, or about every node."""
+        start = (self.dir + (f"{target}/" if target is not None else "")).encode()
+        res = await self._etcd.range(start, prefix_end(start))
+        out = []
+        for kv in res.kvs:
+            try:
+                out.append(Vote.from_json(orjson.loads(kv.value)))
+            except (ValueError, TypeError, AttributeError):
+                log.warning("ignoring an unreadable health vote at %s", kv.key.decode(errors="replace"))
+        return out
+
+
+class HealthService:
+    def __init__(
+        self,
+        nodes: NodeDirectory,
+        agents: Agents | None,
+        store: VoteStore,
+        *,
+        interval: float = 1.0,
+        clock: Callable[[], datetime] = _utcnow,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._nodes = nodes
+        self._agents = agents
+        self.store = store
+        self._interval = interval
+        self._clock = clock
+        self._sleep = sleep
+        self._verdicts: dict[str, tuple[str, datetime]] = {}  # node → (verdict, since)
+        self.on_change: Callable[[str], None] | None = None  # told the node whose verdict changed
+
+    def verdict_of(self, name: str) -> str:
+        """The last computed verdict (for the edgenodes HEALTH column); Unknown before the first."""
+        known = self._verdicts.get(name)
+        return known[0] if known is not None else UNKNOWN
+
+    def _pool_members(self, pool: str) -> list[str]:
+        if not pool or self._nodes.informer is None:
+            return []
+        return [
+            str((m.get("metadata") or {}).get("name", ""))
+            for m in self._nodes.informer.by_index(n.POOL_INDEX, pool)
+        ]
+
+    def _connected(self) -> set[str] | None:
+        return None if self._agents is None else set(self._agents.agents())
+
+    def decide(self, node: Obj, votes: list[Vote], connected: set[str] | None) -> Decision:
+        name = str((node.get("metadata") or {}).get("name", ""))
+        pool = n.pool_of(node)
+        return decide(name, pool, self._pool_members(pool), votes, connected)
+
+    def _track(self, name: str, verdict: str) -> datetime:
+        """Record the verdict; returns when it last changed. Tells on_change on a change."""
+        known = self._verdicts.get(name)
+        if known is not None and known[0] == verdict:
+            return known[1]
+        since = self._clock()
+        self._verdicts[name] = (verdict, since)
+        if self.on_change is not None:
+            self.on_change(name)
+        return since
+
+    async def refresh_all(self) -> int:
+        """Recompute every edge node's verdict from one read of all votes. Returns how many changed."""
+        if self._nodes.informer is None:
+            return 0
+        by_target: dict[str, list[Vote]] = {}
+        for v in await self.store.votes():
+            by_target.setdefault(v.target, []).append(v)
+        connected = self._connected()
+        changed = 0
+        seen = set()
+        for node in self._nodes.informer.items():
+            if not n.is_edge_node(node):
+                continue
+            name = str((node.get("metadata") or {}).get("name", ""))
+            seen.add(name)
+            before = self._verdicts.get(name)
+            verdict = self.decide(node, by_target.get(name, []), connected).verdict
+            self._track(name, verdict)
+            changed += before is None or before[0] != verdict
+        for gone in set(self._verdicts) - seen:
+            del self._verdicts[gone]
+        return changed
+
+    async def run(self) -> None:
+        """Keep the verdicts (and the HEALTH column) current until cancelled."""
+        if self._nodes.informer is not None:
+            await self._nodes.informer.wait_synced()
+        while True:
+            try:
+                await self.refresh_all()
+            except Exception as exc:  # etcd unavailable: keep the last verdicts, try again
+                log.warning("edge health: cannot read votes: %s", exc)
+            await self._sleep(self._interval)
+
+    # ---- HTTP -------------------------------------------------------------------------------------
+
+    async def __call__(self, request: web.Request, info: RequestInfo) -> web.StreamResponse:
+        if request.method in ("GET", "HEAD"):
+            return respond(await self.node_health(info.name))
+        if request.method == "POST":
+            return respond(await self.vote(request, info.name), status=201)
+        raise apierrors.method_not_allowed(request.method, f"{EDGENODE.resource}/health")
+
+    def _edge_node(self, name: str) -> Obj:
+        node = self._nodes.get(name)
+        if node is None or not n.is_edge_node(node):
+            raise apierrors.not_found(EDGENODE.group, EDGENODE.resource, name)
+        return node
+
+    async def node_health(self, name: str) -> dict[str, Any]:
+        node = self._edge_node(name)
+        d = self.decide(node, await self.store.votes(name), self._connected())
+        since = self._track(name, d.verdict)
+        return {
+            "apiVersion": API_VERSION,
+            "kind": HEALTH_KIND,
+            "node": name,
+            "pool": n.pool_of(node),
+            "verdict": d.verdict,
+            "reason": d.reason,
+            "votes": [v.to_json() for v in d.votes],
+            "quorum": d.quorum(),
+            "lastTransitionTime": format_rfc3339(since),
+        }
+
+    async def vote(self, request: web.Request, target: str) -> dict[str, Any]:
+        doc = bodies.parse_document(await bodies.read_body(request), request.headers.get("Content-Type", ""))
+        if not isinstance(doc, dict):
+            raise apierrors.bad_request("the request body must be a JSON object (a HealthVote)")
+        causes = vote_errors(doc, target)
+        if causes:
+            raise apierrors.invalid(EDGENODE.group, "HealthVote", target, causes)
+        voter = str(doc["voter"])
+        user = request[USER_KEY]
+        if user.name != NODE_USER_PREFIX + voter or NODES_GROUP not in user.groups:
+            raise apierrors.forbidden(
+                f'{user.name} may not vote as node "{voter}": a node votes only as itself '
+                f"(client user {NODE_USER_PREFIX}{voter}, group {NODES_GROUP})"
+            )
+        pool = n.pool_of(self._edge_node(target))
+        voter_node = self._nodes.get(voter)
+        voter_pool = n.pool_of(voter_node) if voter_node is not None else ""
+        if not pool or voter_pool != pool:
+            mine = f"pool {voter_pool}" if voter_pool else "no pool"
+            theirs = f"pool {pool}" if pool else "no pool"
+            raise apierrors.forbidden(
+                f'node "{voter}" ({mine}) may not vote about node "{target}" ({theirs}): '
+                "votes are only about nodes of the voter's own pool"
+            )
+        now = self._clock()
+        observed = parse_rfc3339(str(doc["observedAt"]))
+        if now - observed > timedelta(seconds=self.store.ttl):
+            raise apierrors.invalid(
+                EDGENODE.group,
+                "HealthVote",
+                target,
+                [
+                    apierrors.Cause(
+                        "FieldValueInvalid",
+                        f"the observation is older than the vote lifetime ({self.store.ttl}s): "
+                        "it would count as expired",
+                        "observedAt",
+                    )
+                ],
+            )
+        vote = Vote(
+            voter,
+            target,
+            str(doc["observedAt"]),
+            str(doc["result"]),
+            dict(doc.get("probes") or {}),
+            format_rfc3339(now),
+        )
+        try:
+            await self.store.put(vote)
+        except Exception as exc:
+            raise apierrors.service_unavailable(f"storing the health vote: {exc}") from exc
+        return vote.to_json()

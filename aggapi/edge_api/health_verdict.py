@@ -1,0 +1,147 @@
+"""Edge health votes and the verdict rules (pure: no I/O, no clock). See docs/health.md.
+
+A vote is one pool peer's observation of one node. The verdict about a node needs a majority of the
+node's pool peers (the pool's members, the node itself excluded) to have a live vote: too few voters,
+a pool alone, or a pool cut off from the cloud as a whole give Unknown, never Unhealthy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aggapi.apis.common import GROUP, VERSION
+from aggapi.apis.edgenode import HEALTHY, UNHEALTHY, UNKNOWN
+from aggapi.machinery.apierrors import Cause
+from aggapi.machinery.timefmt import parse_rfc3339
+
+API_VERSION = f"{GROUP}/{VERSION}"
+VOTE_KIND = "HealthVote"
+HEALTH_KIND = "NodeHealth"
+
+
+@dataclass(frozen=True, slots=True)
+class Vote:
+    voter: str
+    target: str
+    observed_at: str  # RFC 3339, as the voter wrote it
+    result: str  # Healthy | Unhealthy
+    probes: Mapping[str, Any] = field(default_factory=dict)
+    received_at: str = ""  # RFC 3339, when aggapi stored it
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "apiVersion": API_VERSION,
+            "kind": VOTE_KIND,
+            "voter": self.voter,
+            "target": self.target,
+            "observedAt": self.observed_at,
+            "result": self.result,
+            "probes": dict(self.probes),
+        }
+        if self.received_at:
+            out["receivedAt"] = self.received_at
+        return out
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> Vote:
+        """A stored vote (already validated when it was posted)."""
+        return cls(
+            str(doc.get("voter", "")),
+            str(doc.get("target", "")),
+            str(doc.get("observedAt", "")),
+            str(doc.get("result", "")),
+            dict(doc.get("probes") or {}),
+            str(doc.get("receivedAt", "")),
+        )
+
+
+def vote_errors(doc: Mapping[str, Any], target: str) -> list[Cause]:
+    """What is wrong with a posted HealthVote about `target` (the name in the URL); [] when valid."""
+    errs: list[Cause] = []
+
+    def bad(path: str, message: str, typ: str = "FieldValueInvalid") -> None:
+        errs.append(Cause(typ, message, path))
+
+    if doc.get("apiVersion") != API_VERSION:
+        bad("apiVersion", f"must be {API_VERSION}", "FieldValueNotSupported")
+    if doc.get("kind") != VOTE_KIND:
+        bad("kind", f"must be {VOTE_KIND}", "FieldValueNotSupported")
+    voter = doc.get("voter")
+    if not isinstance(voter, str) or not voter:
+        bad("voter", "Required value: the name of the voting node", "FieldValueRequired")
+    if doc.get("target") != target:
+        bad("target", f"must be {target!r}, the node named in the URL")
+    elif voter == target:
+        bad("voter", "a node cannot vote about itself", "FieldValueForbidden")
+    observed = doc.get("observedAt")
+    try:
+        if not isinstance(observed, str):
+            raise ValueError
+        parse_rfc3339(observed)
+    except ValueError:
+        bad("observedAt", "must be an RFC 3339 time")
+    if doc.get("result") not in (HEALTHY, UNHEALTHY):
+        bad("result", f"supported values: {HEALTHY!r}, {UNHEALTHY!r}", "FieldValueNotSupported")
+    if not isinstance(doc.get("probes", {}), dict):
+        bad("probes", "must be an object")
+    return errs
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    verdict: str  # Healthy | Unhealthy | Unknown
+    reason: str
+    members: int  # the pool's nodes other than the target
+    voters: int  # members with a live vote about the target
+    needed: int  # floor(members / 2) + 1
+    votes: tuple[Vote, ...] = ()  # the live votes that count
+
+    def quorum(self) -> dict[str, int]:
+        return {"members": self.members, "voters": self.voters, "needed": self.needed}
+
+
+def decide(
+    target: str,
+    pool: str,
+    members: Collection[str],
+    votes: Sequence[Vote],
+    connected: Collection[str] | None,
+) -> Decision:
+    """The verdict about `target`. `members`: the pool's nodes (the target among them or not);
+    `votes`: live votes about the target (the voter's lease has not expired); `connected`: nodes with a
+    tunnel agent connected, or None when this aggapi runs no tunnel (the rule on it is then skipped)."""
+    peers = set(members) - {target}
+    counted = tuple(sorted((v for v in votes if v.voter in peers and v.target == target), key=_by_voter))
+    needed = len(peers) // 2 + 1
+    unhealthy = sum(1 for v in counted if v.result == UNHEALTHY)
+    healthy = sum(1 for v in counted if v.result == HEALTHY)
+
+    def result(verdict: str, reason: str) -> Decision:
+        return Decision(verdict, reason, len(peers), len(counted), needed, counted)
+
+    if not pool:
+        return result(UNKNOWN, "the node is in no NodePool: no peer can vote about it")
+    if not peers:
+        return result(UNKNOWN, f"the node is alone in pool {pool}: no peer can vote about it")
+    if connected is not None and not (peers | {target}) & set(connected):
+        return result(
+            UNKNOWN,
+            f"no node of pool {pool} has a tunnel agent connected: the pool may be cut off from the cloud",
+        )
+    if not counted:
+        return result(
+            UNKNOWN, f"no live vote from any member of pool {pool}: the pool may be cut off from the cloud"
+        )
+    if len(counted) < needed:
+        return result(UNKNOWN, f"{len(counted)} of {len(peers)} members voted, {needed} needed")
+    if unhealthy >= needed:
+        return result(UNHEALTHY, f"{unhealthy} of {len(peers)} members vote {UNHEALTHY}")
+    if healthy >= needed:
+        return result(HEALTHY, f"{healthy} of {len(peers)} members vote {HEALTHY}")
+    return result(UNKNOWN, f"no majority: {healthy} {HEALTHY}, {unhealthy} {UNHEALTHY}, {needed} needed")
+
+
+def _by_voter(v: Vote) -> str:
+    return v.voter
