@@ -192,7 +192,8 @@ def test_namespace_is_substituted_everywhere(built: list[Obj], rendered: Path) -
         else:
             assert ns == NS, f"{obj['kind']}/{obj['metadata']['name']}"
         for subject in obj.get("subjects", []):
-            assert subject["namespace"] == NS
+            if subject["kind"] == "ServiceAccount":  # groups (system:nodes) have no namespace
+                assert subject["namespace"] == NS
     args = find(built, "Deployment", "aggapi")["spec"]["template"]["spec"]["containers"][0]["args"]
     servers = next(a for a in args if a.startswith("--etcd-servers=")).partition("=")[2].split(",")
     assert servers == [f"http://aggapi-etcd-{i}.aggapi-etcd.{NS}.svc:2379" for i in range(3)]
@@ -502,3 +503,14 @@ def test_tunnel_load_balancer_overlay_from_the_install_guide(tmp_path: Path) -> 
     assert find(objs, "Service", "aggapi-tunnel")["spec"]["type"] == "LoadBalancer"
     assert find(objs, "Service", "aggapi")["spec"]["type"] == "ClusterIP"
     assert find(objs, "StatefulSet", "aggapi-etcd")
+
+
+def test_edge_nodes_may_post_health_votes(built: list[Obj]) -> None:
+    role = find(built, "ClusterRole", "aggapi:edge-node-health-votes")
+    assert role["rules"] == [
+        {"apiGroups": ["edge.aggapi.io"], "resources": ["edgenodes/health"], "verbs": ["create", "get"]}
+    ]
+    binding = find(built, "ClusterRoleBinding", "aggapi:edge-node-health-votes")
+    assert binding["subjects"] == [
+        {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:nodes"}
+    ]

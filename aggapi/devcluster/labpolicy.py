@@ -75,6 +75,11 @@ def node_rules(names: list[str]) -> str:
         '    apiGroups: ["coordination.k8s.io"]',
         '    resources: ["leases"]',
         '    namespaces: ["kube-node-lease"]',
+        "  # health agents post peer votes; aggapi itself checks a node votes only as itself, in its pool",
+        '  - groups: ["system:nodes"]',
+        '    verbs: ["create", "get"]',
+        '    apiGroups: ["edge.aggapi.io"]',
+        '    resources: ["edgenodes/health"]',
     ]
     for n in names:
         out += [
