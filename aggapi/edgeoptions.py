@@ -153,6 +153,9 @@ class ControllerOptions:
     lease_name: str = "aggapi-controllers"
     # Edge health votes expire this long after their write (3 probe periods of 10 s; see docs/health.md).
     health_vote_ttl: float = 30.0
+    # Evict the pods of an edge node whose verdict stayed Unhealthy this long (docs/health.md, eviction).
+    health_eviction: bool = True
+    health_eviction_grace_period: float = 300.0
 
     @property
     def enabled(self) -> bool:
@@ -167,6 +170,8 @@ class ControllerOptions:
             )
         if self.health_vote_ttl < 2:
             errs.append("--health-vote-ttl must be at least 2s (etcd's smallest lease)")
+        if self.health_eviction_grace_period < 0:
+            errs.append("--health-eviction-grace-period must not be negative")
         return errs
 
 
@@ -218,6 +223,19 @@ def add_controller_flags(p: argparse.ArgumentParser) -> None:
         help="how long an edge health vote counts after it is written (an etcd lease; default 30s, "
         "3 probe periods)",
     )
+    p.add_argument(
+        "--health-eviction",
+        type=_bool,
+        default=c.health_eviction,
+        help="evict the pods of edge nodes whose peer-vote verdict stays Unhealthy, and let pods on edge "
+        "nodes tolerate the not-ready/unreachable taints forever by default (default true)",
+    )
+    p.add_argument(
+        "--health-eviction-grace-period",
+        type=_seconds,
+        default=c.health_eviction_grace_period,
+        help="how long a node's verdict must stay Unhealthy before its pods are evicted (default 5m)",
+    )
 
 
 SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -245,6 +263,8 @@ def controller_options(a: argparse.Namespace, *, in_cluster: bool) -> Controller
         lease_namespace=_lease_namespace(a.leader_elect_resource_namespace, in_cluster),
         lease_name=a.leader_elect_resource_name,
         health_vote_ttl=a.health_vote_ttl,
+        health_eviction=a.health_eviction,
+        health_eviction_grace_period=a.health_eviction_grace_period,
     )
 
 

@@ -37,6 +37,7 @@ from aggapi.controllers.informer import EventHandler, Informer, InformerConfig, 
 from aggapi.controllers.kube import KubeListWatcher, ListWatchConfig
 from aggapi.controllers.kubejson import MERGE_PATCH, KubeUnavailable, kube_request
 from aggapi.controllers.nodepool import Observer
+from aggapi.controllers.nodes import is_edge_node
 from aggapi.controllers.workqueue import WorkQueue
 from aggapi.machinery.validation import parse_go_duration
 
@@ -80,6 +81,19 @@ def parse_autonomy(value: str | None) -> Autonomy | None:
     if seconds == 0:
         return Autonomy(None)
     return Autonomy(max(1, math.ceil(seconds)))  # tolerationSeconds is whole seconds; never 0 (= evict now)
+
+
+FOREVER = Autonomy(None)
+
+
+def effective_autonomy(node: Obj, *, edge_default: bool) -> Autonomy | None:
+    """The tolerations a node's pods get: the annotation's when set; else, with `edge_default`, "forever"
+    on edge nodes (the health controller evicts by verdict instead, see docs/health.md); else none.
+    Raises InvalidAutonomy for a bad annotation (pods are then left as they are)."""
+    autonomy = parse_autonomy(autonomy_value(node))
+    if autonomy is None and edge_default and is_edge_node(node):
+        return FOREVER
+    return autonomy
 
 
 def _manages(tol: Any, key: str) -> bool:
@@ -202,6 +216,8 @@ class AutonomyControllerConfig:
     workers: int = 4
     request_timeout: float = 10.0
     pods_path: str = "/api/v1/pods"
+    # Pods on edge nodes without the annotation tolerate the taints forever (set with --health-eviction).
+    edge_default: bool = False
 
 
 class AutonomyController:
@@ -237,7 +253,9 @@ class AutonomyController:
         self._add_all(self._pods_of(_name(node)))
 
     def _node_updated(self, old: Obj, new: Obj) -> None:
-        if autonomy_value(old) != autonomy_value(new):
+        if autonomy_value(old) != autonomy_value(new) or (
+            self.config.edge_default and is_edge_node(old) != is_edge_node(new)
+        ):
             self._node_changed(new)
 
     def _pod_event(self, pod: Obj) -> None:
@@ -278,7 +296,7 @@ class AutonomyController:
     def _autonomy(self, node_name: str, node: Obj) -> Autonomy | None:
         value = autonomy_value(node)
         try:
-            result = parse_autonomy(value)
+            result = effective_autonomy(node, edge_default=self.config.edge_default)
         except InvalidAutonomy as exc:
             if self._invalid.get(node_name) != value:
                 self._invalid[node_name] = value or ""

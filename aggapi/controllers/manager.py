@@ -1,6 +1,7 @@
-"""The controllers of `aggapi serve`, assembled from options: the NodePool and autonomy controllers run by
-the elected leader (or by every replica with --leader-elect=false), pool delete admission and the topology
-subresource (every replica). The server runs what this returns as named background loops."""
+"""The controllers of `aggapi serve`, assembled from options: the NodePool, autonomy and health eviction
+controllers (the last with --health-eviction and edge health verdicts) run by the elected leader (or by
+every replica with --leader-elect=false), pool delete admission and the topology subresource
+(every replica). The server runs what this returns as named background loops."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aggapi.apis.nodepool import NODEPOOL
-from aggapi.controllers.autonomy import AutonomyController
+from aggapi.controllers.autonomy import AutonomyController, AutonomyControllerConfig
+from aggapi.controllers.health import HealthEvictionConfig, HealthEvictionController
 from aggapi.controllers.leader import KubeLease, LeaderElectionConfig, LeaderElector
 from aggapi.controllers.nodepool import NodePoolController
 from aggapi.controllers.nodes import NodeDirectory
@@ -32,6 +34,7 @@ class ControllerParts:
     nodepools: NodePoolController | None = None
     elector: LeaderElector | None = None
     autonomy: AutonomyController | None = None
+    health: HealthEvictionController | None = None
 
 
 def build_controllers(
@@ -49,7 +52,22 @@ def build_controllers(
         log.warning("no kube-apiserver connection: the NodePool controller does not run")
         return ControllerParts(Extensions(subresources=subresources, store_users=(topology.bind,)))
     ctl = NodePoolController(api, nodes.informer, observer=metrics)
-    autonomy = AutonomyController(api, nodes.informer, observer=metrics)
+    evicting = opts.health_eviction and verdicts is not None
+    autonomy = AutonomyController(
+        api, nodes.informer, config=AutonomyControllerConfig(edge_default=evicting), observer=metrics
+    )
+    health = None
+    if evicting and verdicts is not None:
+        health = HealthEvictionController(
+            api,
+            nodes.informer,
+            verdicts,
+            config=HealthEvictionConfig(grace_period=opts.health_eviction_grace_period),
+            observer=metrics,
+        )
+    leaders: list[Background] = [("nodepool-controller", ctl.lead), ("autonomy-controller", autonomy.lead)]
+    if health is not None:
+        leaders.append(("health-eviction-controller", health.lead))
     ext = Extensions(
         subresources=subresources,
         delete_admission={NODEPOOL.resource: ctl.admit_delete},
@@ -57,8 +75,7 @@ def build_controllers(
     )
     if not opts.leader_elect:
         log.warning("leader election is off: this replica runs the controllers whatever others do")
-        loops: list[Background] = [("nodepool-controller", ctl.lead), ("autonomy-controller", autonomy.lead)]
-        return ControllerParts(ext, loops, ctl, autonomy=autonomy)
+        return ControllerParts(ext, leaders, ctl, autonomy=autonomy, health=health)
     identity = f"{socket.gethostname()}_{uuid.uuid4()}"
     config = LeaderElectionConfig(
         identity,
@@ -74,10 +91,10 @@ def build_controllers(
 
     async def lead() -> None:
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(ctl.lead(), name="nodepool-controller")
-            tg.create_task(autonomy.lead(), name="autonomy-controller")
+            for name, run in leaders:
+                tg.create_task(run(), name=name)
 
     async def elect() -> None:
         await elector.run(lead)
 
-    return ControllerParts(ext, [("leader-election", elect)], ctl, elector, autonomy)
+    return ControllerParts(ext, [("leader-election", elect)], ctl, elector, autonomy, health)

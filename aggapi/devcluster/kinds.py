@@ -173,15 +173,18 @@ CORE: tuple[ResourceDef, ...] = (
         ),
         initial_status={"phase": "Pending"},
         categories=_ALL,
-        extra_subresources=POD_STREAMING,  # served by kubelet.py, through the egress selector
+        # streaming ones served by kubelet.py, through the egress selector; eviction by eviction.py
+        extra_subresources=(*POD_STREAMING, "eviction"),
         extra={
             "subresource_verbs": {
+                "eviction": ["create"],
                 "log": ["get"],
                 "exec": _CONNECT,
                 "attach": _CONNECT,
                 "portforward": _CONNECT,
             },
             "subresource_kinds": {
+                "eviction": {"group": "policy", "version": "v1", "kind": "Eviction"},
                 "log": "Pod",
                 "exec": "PodExecOptions",
                 "attach": "PodAttachOptions",

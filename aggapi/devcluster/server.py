@@ -22,6 +22,7 @@ from aggapi.devcluster.backends import FrontProxyCredentials
 from aggapi.devcluster.bootstrap import Bootstrap, Published
 from aggapi.devcluster.csr import install_approval
 from aggapi.devcluster.egress import EgressDialer, kubelet_tls, load_egress_selector
+from aggapi.devcluster.eviction import install_eviction
 from aggapi.devcluster.kinds import KINDS, find
 from aggapi.devcluster.kubelet import KubeletProxy
 from aggapi.devcluster.nodelifecycle import NodeLifecycle
@@ -173,6 +174,7 @@ async def run(opts: DevclusterOptions, stop: asyncio.Event | None = None) -> Non
     KubeletProxy(cfg.kubelet_dialer, opts.kubelet_preferred_address_types).install(
         handlers[("", "v1", "pods")], handlers[("", "v1", "nodes")]
     )
+    install_eviction(handlers[("", "v1", "pods")], handlers[("policy", "v1", "poddisruptionbudgets")])
     site = web.TCPSite(runner, opts.bind_address, opts.secure_port, ssl_context=tls.base, backlog=1024)
     await site.start()
     log.info("devcluster serving on https://%s:%d", opts.bind_address, opts.secure_port)

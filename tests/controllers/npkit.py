@@ -31,6 +31,8 @@ def controller_args(kubeconfig: Path, lease: str) -> tuple[str, ...]:
         "--leader-elect-lease-duration=3s",
         "--leader-elect-renew-deadline=2s",
         "--leader-elect-retry-period=250ms",
+        # These tests check the autonomy annotation alone: no default edge tolerations (docs/health.md).
+        "--health-eviction=false",
     )
 
 
