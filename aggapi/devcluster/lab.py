@@ -8,12 +8,14 @@ from __future__ import annotations
 import base64
 import secrets
 import sys
+import urllib.request
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aggapi.devcluster.labhealth import PEER_PORT, HealthTiming, LabHealth
 from aggapi.devcluster.labkit import Child, JSONClient, etcd_binary, free_port, wait_for
 from aggapi.devcluster.labnodes import LabNodes, plan_nodes
 from aggapi.devcluster.labpolicy import NAMESPACE, SA_USER, SERVICE, write_policy
@@ -43,6 +45,7 @@ class LabConfig:
     heartbeat_interval: str = "2s"
     node_monitor_grace_period: str = "6s"
     node_monitor_period: str = "1s"
+    health: HealthTiming = field(default_factory=HealthTiming)  # the nodes' health agents (labhealth.py)
     say: Callable[[str], None] = field(default=lambda msg: print(msg, flush=True))
 
 
@@ -58,11 +61,13 @@ class Lab:
         self.etcd_servers = cfg.etcd_servers
         self.tunnel_port = cfg.tunnel_port or (free_port() if cfg.nodes else 0)
         self.edge: LabNodes | None = None
+        self.health: LabHealth | None = None
         if cfg.nodes:
             nodes = plan_nodes(cfg.nodes, cfg.node_addresses)
             self.edge = LabNodes(
-                self.state, self.state / "pki", nodes, self._child, self.url, cfg.heartbeat_interval
+                self.state, self.state / "pki", nodes, self.start_child, self.url, cfg.heartbeat_interval
             )
+            self.health = LabHealth(self, cfg.health)
 
     # ---- files ------------------------------------------------------------------------------------
 
@@ -102,12 +107,13 @@ class Lab:
             user=SA_USER,
             context="devcluster",
         )
-        if self.edge is not None:
+        if self.edge is not None and self.health is not None:
             self.edge.prepare_files()
+            self.health.prepare_files()
 
     # ---- processes --------------------------------------------------------------------------------
 
-    def _child(self, name: str, args: list[str]) -> Child:
+    def start_child(self, name: str, args: list[str]) -> Child:
         c = Child(name, args, self.state / f"{name}.log")
         c.start()
         self.children[name] = c
@@ -115,7 +121,7 @@ class Lab:
 
     def _start_etcd(self) -> None:
         client, peer = free_port(), free_port()
-        c = self._child(
+        c = self.start_child(
             "etcd",
             [
                 str(etcd_binary()),
@@ -129,8 +135,6 @@ class Lab:
             ],
         )
         self.etcd_servers = f"http://127.0.0.1:{client}"
-        import urllib.request
-
         wait_for(
             "etcd",
             lambda: urllib.request.urlopen(f"{self.etcd_servers}/health", timeout=1).status == 200 or None,
@@ -145,7 +149,7 @@ class Lab:
         return JSONClient(self.url, self.pki.ca, (self.pki.admin_cert, self.pki.admin_key))
 
     def _start_devcluster(self) -> None:
-        c = self._child(
+        c = self.start_child(
             "devcluster",
             [
                 sys.executable,
@@ -179,7 +183,7 @@ class Lab:
         tunnel = (
             self.edge.tunnel_args(self.tunnel_port, self.aggapi_kubeconfig) if self.edge is not None else []
         )
-        c = self._child(
+        c = self.start_child(
             "aggapi",
             [
                 sys.executable,
@@ -201,9 +205,7 @@ class Lab:
         wait_for("aggapi ready", lambda: probe.get("/readyz")[0] == 200 or None, timeout=30, alive=[c])
 
     def stop_aggapi(self) -> None:
-        c = self.children.pop("aggapi", None)
-        if c is not None:
-            c.stop()
+        self.stop_child("aggapi")
 
     # ---- edge nodes -------------------------------------------------------------------------------
 
@@ -212,7 +214,10 @@ class Lab:
         self.edge.start_agent(self.edge.node(node), f"127.0.0.1:{self.tunnel_port}", self.aggapi_ca)
 
     def stop_agent(self, node: str) -> None:
-        c = self.children.pop(f"agent-{node}", None)
+        self.stop_child(f"agent-{node}")
+
+    def stop_child(self, name: str) -> None:
+        c = self.children.pop(name, None)
         if c is not None:
             c.stop()
 
@@ -223,9 +228,7 @@ class Lab:
 
     def stop_kubelet(self, node: str) -> None:
         """Stop a node's kubelet-sim: its heartbeats stop, and so does its kubelet API."""
-        c = self.children.pop(f"kubelet-{node}", None)
-        if c is not None:
-            c.stop()
+        self.stop_child(f"kubelet-{node}")
 
     def wait_nodes(self, timeout: float = 60) -> None:
         """Until every node's kubelet answers nodes/proxy/healthz through the devcluster (the tunnel)."""
@@ -365,17 +368,18 @@ class Lab:
             self.register()
             self.wait_available()
             self.wait_served()
-            if self.edge is not None:
+            if self.edge is not None and self.health is not None:
                 pools = sorted({n.pool for n in self.edge.nodes})
                 say(f"creating NodePools {', '.join(pools)} ...")
                 self.create_pools(pools)
-            if self.edge is not None:
                 say(
                     f"starting tunnel agents (to 127.0.0.1:{self.tunnel_port}) and waiting for every node ..."
                 )
                 for n in self.edge.nodes:
                     self.start_agent(n.name)
                 self.wait_nodes()
+                say(f"starting health agents (peer port {PEER_PORT}, votes through the devcluster) ...")
+                self.health.start_all()
             write_kubeconfig(
                 self.kubeconfig,
                 server=self.url,
@@ -389,10 +393,8 @@ class Lab:
             raise
 
     def stop(self) -> None:
-        """Agents, aggapi, kubelets, the devcluster, etcd: each stopped by its PID."""
-        order = [n for n in self.children if n.startswith("agent-")] + ["aggapi"]
+        """Health agents, tunnel agents, aggapi, kubelets, the devcluster, etcd: each stopped by its PID."""
+        order = [n for n in self.children if n.startswith(("health-", "agent-"))] + ["aggapi"]
         order += [n for n in self.children if n.startswith("kubelet-")] + ["devcluster", "etcd"]
         for name in order + list(self.children):
-            c = self.children.pop(name, None)
-            if c is not None:
-                c.stop()
+            self.stop_child(name)

@@ -264,7 +264,8 @@ class LabNodes:
         for n in self.nodes:
             self.start_sim(n)
 
-    def start_sim(self, n: EdgeNode) -> Child:
+    def start_sim(self, n: EdgeNode, heartbeats: bool = True) -> Child:
+        """Its kubelet-sim; without heartbeats it still serves (a node whose cloud link is cut)."""
         d = self._dir(n)
         return self._start_child(
             f"kubelet-{n.name}",
@@ -283,7 +284,7 @@ class LabNodes:
                 f"--pods-file={d / 'pods.json'}",
                 f"--port-forward={NAMESPACE}/{n.pod}:{SAMPLE_PORT}",
                 f"--log-ticker={NAMESPACE}/{n.pod}/app=1",
-                *self.heartbeat_args(n),
+                *(self.heartbeat_args(n) if heartbeats else []),
             ],
         )
 

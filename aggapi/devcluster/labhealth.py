@@ -1,0 +1,152 @@
+"""Health agents in the lab (docs/health.md): each simulated node runs `aggapi-edge health-agent` on its
+own loopback address (peer port 10266) with a peer certificate CN=system:node:<name>, O=system:nodes
+(serverAuth + clientAuth) from the devcluster's client CA. Its peers trust that CA (`--ca`), and so does
+the devcluster, where the agent posts its votes like kubectl would: `https://<devcluster>/apis/
+edge.aggapi.io/v1alpha1/edgenodes/{target}/health`, aggregated to aggapi with the node's identity.
+The peers are the other nodes of its pool, from a peers file the lab writes.
+
+The failure scenarios of the lab are here too: cut a node's cloud link, stop a node entirely, cut a
+whole pool off the cloud, and put each back."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from aggapi.devcluster.labnodes import EdgeNode, check_bindable
+from aggapi.devcluster.pki import DevclusterPKI
+from certs.files import write_pair
+from certs.pki import issue_peer
+
+if TYPE_CHECKING:
+    from aggapi.devcluster.lab import Lab
+
+PEER_PORT = 10266
+VOTE_PATH = "/apis/edge.aggapi.io/v1alpha1/edgenodes/{target}/health"
+# Where a cut-off node's votes go: nothing listens on port 1, so they queue on the node (pending votes).
+UNREACHABLE_VOTE_URL = "https://127.0.0.1:1" + VOTE_PATH
+
+
+@dataclass(frozen=True, slots=True)
+class HealthTiming:
+    """The agents' probe period and hysteresis (aggapi-edge's defaults are 10s, 2s, 3 and 2)."""
+
+    period: float = 2.0
+    probe_timeout: float = 1.0
+    failure_threshold: int = 3
+    success_threshold: int = 2
+    probes_per_period: int = 3
+
+
+class LabHealth:
+    """The lab's health agents (children `health-<node>`) and its failure scenarios."""
+
+    def __init__(self, lab: Lab, timing: HealthTiming) -> None:
+        assert lab.edge is not None
+        self.lab = lab
+        self.edge = lab.edge
+        self.timing = timing
+        self.pki = DevclusterPKI(lab.pki_dir)
+
+    def _dir(self, node: EdgeNode) -> Path:
+        return self.lab.state / "nodes" / node.name
+
+    def pool(self, pool: str) -> list[EdgeNode]:
+        return [n for n in self.edge.nodes if n.pool == pool]
+
+    # ---- files -----------------------------------------------------------------------------------
+
+    def prepare_files(self) -> None:
+        """Each node's peer certificate and peers file (the other members of its pool)."""
+        client_ca = self.pki.client_ca_pair()
+        for n in self.edge.nodes:
+            check_bindable(n.address, PEER_PORT)
+            d = self._dir(n)
+            name, orgs = f"system:node:{n.name}", ["system:nodes"]
+            cert = issue_peer(client_ca, common_name=name, organizations=orgs, ips=[n.address])
+            write_pair(cert, d / "health.crt", d / "health.key")
+            peers = [f"{p.name}={p.address}\n" for p in self.pool(n.pool) if p != n]
+            (d / "peers").write_text(f"# pool {n.pool}, written by the lab\n" + "".join(peers))
+
+    def args(self, node: EdgeNode, vote_url: str) -> list[str]:
+        d, t = self._dir(node), self.timing
+        return [
+            sys.executable,
+            "-m",
+            "edge",
+            "health-agent",
+            f"--node-name={node.name}",
+            f"--address={node.address}",
+            f"--cert={d / 'health.crt'}",
+            f"--key={d / 'health.key'}",
+            f"--ca={self.pki.client_ca}",
+            f"--peers-file={d / 'peers'}",
+            f"--vote-url={vote_url}",
+            f"--vote-ca={self.pki.ca}",
+            f"--state-dir={d / 'health'}",
+            f"--peer-port={PEER_PORT}",
+            f"--period={t.period}",
+            f"--probe-timeout={t.probe_timeout}",
+            f"--probes-per-period={t.probes_per_period}",
+            f"--failure-threshold={t.failure_threshold}",
+            f"--success-threshold={t.success_threshold}",
+        ]
+
+    # ---- one node's agent ------------------------------------------------------------------------
+
+    def start(self, name: str, votes: bool = True) -> None:
+        """Start a node's health agent; with votes=False its votes cannot reach the cloud."""
+        node = self.edge.node(name)
+        url = self.lab.url + VOTE_PATH if votes else UNREACHABLE_VOTE_URL
+        self.lab.start_child(f"health-{name}", self.args(node, url))
+
+    def stop(self, name: str) -> None:
+        self.lab.stop_child(f"health-{name}")
+
+    def start_all(self) -> None:
+        for n in self.edge.nodes:
+            self.start(n.name)
+
+    # ---- scenarios -------------------------------------------------------------------------------
+
+    def cut_link(self, name: str) -> None:
+        """Cut a node's cloud link: its tunnel agent stops and its kubelet-sim runs on without heartbeats;
+        its kubelet port and health agent stay up, so its peers still see it. (Its own votes about its
+        peers still get through: they do not change its own verdict.)"""
+        self.lab.stop_agent(name)
+        self._restart_sim(name, heartbeats=False)
+
+    def restore_link(self, name: str) -> None:
+        self._restart_sim(name, heartbeats=True)
+        self.lab.start_agent(name)
+
+    def stop_node(self, name: str) -> None:
+        """Stop a node entirely: tunnel agent, health agent and kubelet-sim."""
+        self.lab.stop_agent(name)
+        self.stop(name)
+        self.lab.stop_kubelet(name)
+
+    def start_node(self, name: str) -> None:
+        self.lab.start_kubelet(name)
+        self.start(name)
+        self.lab.start_agent(name)
+
+    def cut_pool(self, pool: str) -> None:
+        """Cut a whole pool off the cloud: every member's tunnel agent, heartbeats and vote posting
+        (health agents restarted with an unreachable --vote-url), while they still probe each other."""
+        for n in self.pool(pool):
+            self.cut_link(n.name)
+            self.stop(n.name)
+            self.start(n.name, votes=False)
+
+    def restore_pool(self, pool: str) -> None:
+        for n in self.pool(pool):
+            self.stop(n.name)
+            self.start(n.name)
+            self.restore_link(n.name)
+
+    def _restart_sim(self, name: str, heartbeats: bool) -> None:
+        self.lab.stop_kubelet(name)
+        self.edge.start_sim(self.edge.node(name), heartbeats=heartbeats)

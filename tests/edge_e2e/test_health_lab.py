@@ -1,0 +1,146 @@
+"""Edge health in the lab (docs/health.md, issue 6): every simulated node runs a health agent that
+probes its pool peers and posts votes through the devcluster; `edgenodes/<n>/health` (kubectl get --raw)
+gives the verdict. Five nodes: hangzhou = edge-0, edge-2, edge-4 (so a verdict has 2 other members),
+beijing = edge-1, edge-3. Eviction (after Unhealthy) is tested elsewhere."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import pytest
+from support.aggapi import kubectl
+from support.etcd import EtcdServer
+from support.lab import EXTRA_POLICY, EXTRA_TOKENS, free_node_addresses
+
+from aggapi.devcluster.labhealth import HealthTiming
+from aggapi.devcluster.labkit import free_port
+from aggapi.devlab import Lab, LabConfig
+
+pytestmark = pytest.mark.slow
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+HANGZHOU = ["edge-0", "edge-2", "edge-4"]
+BEIJING = ["edge-1", "edge-3"]
+FAST = HealthTiming(
+    period=0.5, probe_timeout=0.5, failure_threshold=2, success_threshold=1, probes_per_period=3
+)
+
+
+@pytest.fixture(scope="module")
+def lab(etcd_server: EtcdServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    cfg = LabConfig(
+        tmp_path_factory.mktemp("health-lab"),
+        port=free_port(),
+        aggapi_port=free_port(),
+        etcd_servers=etcd_server.client_url,
+        run_id=uuid.uuid4().hex[:8],
+        check_interval="500ms",
+        extra_tokens=EXTRA_TOKENS,
+        extra_policy=EXTRA_POLICY,
+        say=log.info,
+        nodes=5,
+        node_addresses=free_node_addresses(5),
+        health=FAST,
+    )
+    lab = Lab(cfg)
+    lab.start()
+    try:
+        yield lab
+    finally:
+        lab.stop()
+
+
+def eventually(what: str, probe: Callable[[], T | None], timeout: float = 30.0) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = probe()
+        if got is not None:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:.0f}s: {what}")
+        time.sleep(0.5)
+
+
+def health(lab: Lab, node: str) -> dict[str, Any]:
+    res = kubectl(lab.kubeconfig, "get", "--raw", f"/apis/edge.aggapi.io/v1alpha1/edgenodes/{node}/health")
+    assert res.returncode == 0, res.stderr
+    obj: dict[str, Any] = json.loads(res.stdout)
+    return obj
+
+
+def verdicts(lab: Lab, nodes: list[str], want: str) -> Callable[[], dict[str, dict[str, Any]] | None]:
+    def probe() -> dict[str, dict[str, Any]] | None:
+        got = {n: health(lab, n) for n in nodes}
+        return got if all(h["verdict"] == want for h in got.values()) else None
+
+    return probe
+
+
+def ready(lab: Lab, node: str) -> str:
+    res = kubectl(lab.kubeconfig, "get", "node", node, "-o", "json")
+    assert res.returncode == 0, res.stderr
+    conds = json.loads(res.stdout)["status"]["conditions"]
+    return str(next(c for c in conds if c["type"] == "Ready")["status"])
+
+
+def all_healthy(lab: Lab, timeout: float = 30.0) -> None:
+    eventually("every node Healthy", verdicts(lab, HANGZHOU + BEIJING, "Healthy"), timeout)
+
+
+def test_peers_vote_every_node_healthy(lab: Lab) -> None:
+    all_healthy(lab)
+    h = health(lab, "edge-0")
+    assert h["pool"] == "hangzhou"
+    assert h["quorum"]["members"] == 2 and h["quorum"]["needed"] == 2
+    assert {v["voter"] for v in h["votes"]} == {"edge-2", "edge-4"}
+    assert health(lab, "edge-1")["quorum"]["members"] == 1
+
+
+def test_cut_cloud_link_stays_healthy(lab: Lab) -> None:
+    all_healthy(lab)
+    assert lab.health is not None
+    lab.health.cut_link("edge-0")
+    try:
+        eventually("edge-0 NotReady", lambda: ready(lab, "edge-0") in ("Unknown", "False") or None)
+        h = health(lab, "edge-0")
+        assert h["verdict"] == "Healthy", h
+        assert {v["result"] for v in h["votes"]} == {"Healthy"}
+    finally:
+        lab.health.restore_link("edge-0")
+    eventually("edge-0 Ready again", lambda: ready(lab, "edge-0") == "True" or None)
+
+
+def test_stopped_node_is_unhealthy(lab: Lab) -> None:
+    all_healthy(lab)
+    assert lab.health is not None
+    lab.health.stop_node("edge-4")
+    try:
+        (down,) = eventually("edge-4 Unhealthy", verdicts(lab, ["edge-4"], "Unhealthy")).values()
+        assert {v["voter"] for v in down["votes"] if v["result"] == "Unhealthy"} == {"edge-0", "edge-2"}
+        assert health(lab, "edge-0")["verdict"] != "Unhealthy"  # its peers are not blamed
+    finally:
+        lab.health.start_node("edge-4")
+    eventually("edge-4 Healthy again", verdicts(lab, ["edge-4"], "Healthy"))
+
+
+def test_pool_cut_off_is_unknown(lab: Lab) -> None:
+    all_healthy(lab)
+    assert lab.health is not None
+    lab.health.cut_pool("beijing")
+    try:
+        eventually("beijing Unknown", verdicts(lab, BEIJING, "Unknown"))
+        # Unknown, never Unhealthy, for as long as the cut lasts (past the probes' failure threshold).
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            assert all(health(lab, n)["verdict"] == "Unknown" for n in BEIJING)
+            time.sleep(0.5)
+        assert all(health(lab, n)["verdict"] == "Healthy" for n in HANGZHOU)
+    finally:
+        lab.health.restore_pool("beijing")
+    all_healthy(lab)
