@@ -146,12 +146,18 @@ class ControlHandler:
             allowed=allowed,
             max_pending=cfg.max_pending_dials,
         )
+        welcome = self.welcome(session)
         try:
-            await within(context.write(self.welcome(session)), cfg.control_write_timeout)
+            await within(context.write(welcome), cfg.control_write_timeout)
         except (TimeoutError, grpc.aio.AioRpcError, grpc.aio.UsageError) as e:
             log.info("tunnel agent for node %s went away before Welcome: %s", node, e)
             return None
         self._registry.register(session)  # only now: a session that never got its Welcome is not usable
+        if tuple(welcome.welcome.peers) != tuple(self.peers):
+            # The replica list changed while this Welcome was on its way (set_peers only reaches
+            # registered sessions): send the current one too.
+            with contextlib.suppress(asyncio.QueueFull):
+                session.outbox.put_nowait(self.welcome(session))
         return session
 
     async def _reader(self, context: Any, session: AgentSession) -> None:
