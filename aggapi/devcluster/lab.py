@@ -46,6 +46,7 @@ class LabConfig:
     node_monitor_grace_period: str = "6s"
     node_monitor_period: str = "1s"
     health: HealthTiming = field(default_factory=HealthTiming)  # the nodes' health agents (labhealth.py)
+    health_eviction_grace_period: str = "1m"  # aggapi's (its default 5m is too slow to watch)
     say: Callable[[str], None] = field(default=lambda msg: print(msg, flush=True))
 
 
@@ -180,9 +181,7 @@ class Lab:
         )
 
     def start_aggapi(self) -> None:
-        tunnel = (
-            self.edge.tunnel_args(self.tunnel_port, self.aggapi_kubeconfig) if self.edge is not None else []
-        )
+        edge = self.edge.tunnel_args(self.tunnel_port, self.aggapi_kubeconfig) if self.edge else []
         c = self.start_child(
             "aggapi",
             [
@@ -198,7 +197,8 @@ class Lab:
                 f"--etcd-prefix={self._prefix('/registry')}",
                 f"--authentication-kubeconfig={self.aggapi_kubeconfig}",
                 f"--authorization-kubeconfig={self.aggapi_kubeconfig}",
-                *tunnel,
+                f"--health-eviction-grace-period={self.cfg.health_eviction_grace_period}",
+                *edge,
             ],
         )
         probe = JSONClient(self.aggapi_url, self.aggapi_ca)

@@ -6,16 +6,18 @@ edge.aggapi.io/v1alpha1/edgenodes/{target}/health`, aggregated to aggapi with th
 The peers are the other nodes of its pool, from a peers file the lab writes.
 
 The failure scenarios of the lab are here too: cut a node's cloud link, stop a node entirely, cut a
-whole pool off the cloud, and put each back."""
+whole pool off the cloud, and put each back; and put a node's sample pod back once aggapi's health
+eviction (after `LabConfig.health_eviction_grace_period` Unhealthy) has evicted it."""
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from aggapi.devcluster.labnodes import EdgeNode, check_bindable
+from aggapi.devcluster.labnodes import NAMESPACE, EdgeNode, check_bindable, running_status, sample_pod
 from aggapi.devcluster.pki import DevclusterPKI
 from certs.files import write_pair
 from certs.pki import issue_peer
@@ -146,6 +148,27 @@ class LabHealth:
             self.stop(n.name)
             self.start(n.name)
             self.restore_link(n.name)
+
+    def recreate_pod(self, name: str) -> None:
+        """Put a node's sample pod back after an eviction, as LabNodes.register creates it (bound to the
+        node, status Running, in its kubelet-sim's pods.json), and restart the kubelet-sim to run it.
+        Call it once the node is Healthy again: while it is Unhealthy the pod would be evicted again."""
+        node = self.edge.node(name)
+        admin, pods = self.lab.admin(), f"/api/v1/namespaces/{NAMESPACE}/pods"
+        pod = admin.apply(pods, sample_pod(node))
+        for _ in range(5):  # aggapi's autonomy controller may add its tolerations in between (409)
+            code, stored = admin.request(
+                "PUT", f"{pods}/{node.pod}/status", {**pod, "status": running_status(node, pod)}
+            )
+            if code != 409:
+                break
+            pod = admin.get(f"{pods}/{node.pod}")[1]
+        if code != 200:
+            raise RuntimeError(f"setting the status of pod {node.pod}: {code} {stored}")
+        (self._dir(node) / "pods.json").write_text(
+            json.dumps({"kind": "PodList", "items": [stored]}, indent=1)
+        )
+        self._restart_sim(name, heartbeats=True)
 
     def _restart_sim(self, name: str, heartbeats: bool) -> None:
         self.lab.stop_kubelet(name)

@@ -1,7 +1,8 @@
 """Edge health in the lab (docs/health.md, issue 6): every simulated node runs a health agent that
 probes its pool peers and posts votes through the devcluster; `edgenodes/<n>/health` (kubectl get --raw)
 gives the verdict. Five nodes: hangzhou = edge-0, edge-2, edge-4 (so a verdict has 2 other members),
-beijing = edge-1, edge-3. Eviction (after Unhealthy) is tested elsewhere."""
+beijing = edge-1, edge-3. aggapi runs its health eviction with a grace period of GRACE seconds: a
+stopped node's sample pod `sample-<node>` is evicted, a cut link or a cut-off pool evicts nothing."""
 
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ from support.aggapi import kubectl
 from support.etcd import EtcdServer
 from support.lab import EXTRA_POLICY, EXTRA_TOKENS, free_node_addresses
 
-from aggapi.devcluster.labhealth import HealthTiming
+from aggapi.devcluster.labhealth import PEER_PORT, HealthTiming
 from aggapi.devcluster.labkit import free_port
+from aggapi.devcluster.labnodes import check_bindable
 from aggapi.devlab import Lab, LabConfig
 
 pytestmark = pytest.mark.slow
@@ -30,6 +32,21 @@ BEIJING = ["edge-1", "edge-3"]
 FAST = HealthTiming(
     period=0.5, probe_timeout=0.5, failure_threshold=2, success_threshold=1, probes_per_period=3
 )
+GRACE = 2.0  # aggapi's --health-eviction-grace-period
+
+
+def node_addresses(count: int) -> tuple[str, ...]:
+    """free_node_addresses (free on 10250) also free on the health agents' peer port: another lab's
+    agents, or their connections in TIME_WAIT, may hold <address>:10266."""
+    for _ in range(20):
+        addrs = free_node_addresses(count)
+        try:
+            for a in addrs:
+                check_bindable(a, PEER_PORT)
+        except RuntimeError:
+            continue
+        return addrs
+    raise RuntimeError(f"no {count} addresses free on both 10250 and {PEER_PORT}")
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +62,9 @@ def lab(etcd_server: EtcdServer, tmp_path_factory: pytest.TempPathFactory) -> It
         extra_policy=EXTRA_POLICY,
         say=log.info,
         nodes=5,
-        node_addresses=free_node_addresses(5),
+        node_addresses=node_addresses(5),
         health=FAST,
+        health_eviction_grace_period=f"{GRACE:g}s",
     )
     lab = Lab(cfg)
     lab.start()
@@ -89,6 +107,25 @@ def ready(lab: Lab, node: str) -> str:
     return str(next(c for c in conds if c["type"] == "Ready")["status"])
 
 
+def pod_present(lab: Lab, node: str) -> bool:
+    """Whether `sample-<node>` is in the devcluster (False only on NotFound)."""
+    res = kubectl(lab.kubeconfig, "get", "pod", f"sample-{node}", "-o", "name")
+    if res.returncode != 0 and "NotFound" in res.stderr:
+        return False
+    assert res.returncode == 0, res.stderr
+    return True
+
+
+def pods_stay(lab: Lab, nodes: list[str], seconds: float) -> None:
+    """The nodes' sample pods are present throughout `seconds` (at least the grace period)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        assert all(pod_present(lab, n) for n in nodes), {n: pod_present(lab, n) for n in nodes}
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.5)
+
+
 def all_healthy(lab: Lab, timeout: float = 30.0) -> None:
     eventually("every node Healthy", verdicts(lab, HANGZHOU + BEIJING, "Healthy"), timeout)
 
@@ -111,6 +148,8 @@ def test_cut_cloud_link_stays_healthy(lab: Lab) -> None:
         h = health(lab, "edge-0")
         assert h["verdict"] == "Healthy", h
         assert {v["result"] for v in h["votes"]} == {"Healthy"}
+        pods_stay(lab, ["edge-0"], GRACE + 3)  # nothing evicted, however long the cut lasts
+        assert health(lab, "edge-0")["verdict"] == "Healthy"
     finally:
         lab.health.restore_link("edge-0")
     eventually("edge-0 Ready again", lambda: ready(lab, "edge-0") == "True" or None)
@@ -124,9 +163,16 @@ def test_stopped_node_is_unhealthy(lab: Lab) -> None:
         (down,) = eventually("edge-4 Unhealthy", verdicts(lab, ["edge-4"], "Unhealthy")).values()
         assert {v["voter"] for v in down["votes"] if v["result"] == "Unhealthy"} == {"edge-0", "edge-2"}
         assert health(lab, "edge-0")["verdict"] != "Unhealthy"  # its peers are not blamed
+        # After the grace period its pod is evicted (the controller reads verdicts every 1 s).
+        eventually("sample-edge-4 evicted", lambda: not pod_present(lab, "edge-4") or None, GRACE + 15)
+        assert all(pod_present(lab, n) for n in ["edge-0", "edge-1", "edge-2", "edge-3"])
     finally:
         lab.health.start_node("edge-4")
     eventually("edge-4 Healthy again", verdicts(lab, ["edge-4"], "Healthy"))
+    if not pod_present(lab, "edge-4"):
+        lab.health.recreate_pod("edge-4")  # as the lab made it, now that nothing evicts it again
+    pods_stay(lab, ["edge-4"], GRACE + 1)
+    all_healthy(lab)
 
 
 def test_pool_cut_off_is_unknown(lab: Lab) -> None:
@@ -135,10 +181,12 @@ def test_pool_cut_off_is_unknown(lab: Lab) -> None:
     lab.health.cut_pool("beijing")
     try:
         eventually("beijing Unknown", verdicts(lab, BEIJING, "Unknown"))
-        # Unknown, never Unhealthy, for as long as the cut lasts (past the probes' failure threshold).
-        deadline = time.monotonic() + 3
+        # Unknown, never Unhealthy, for as long as the cut lasts (past the probes' failure threshold and
+        # the eviction grace period), and nothing is evicted.
+        deadline = time.monotonic() + GRACE + 3
         while time.monotonic() < deadline:
             assert all(health(lab, n)["verdict"] == "Unknown" for n in BEIJING)
+            assert all(pod_present(lab, n) for n in BEIJING)
             time.sleep(0.5)
         assert all(health(lab, n)["verdict"] == "Healthy" for n in HANGZHOU)
     finally:
