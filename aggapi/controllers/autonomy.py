@@ -32,10 +32,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from aggapi.controllers.controller import Controller, Requeue
+from aggapi.controllers.controller import Controller, patch_or_requeue
 from aggapi.controllers.informer import EventHandler, Informer, InformerConfig, Obj, object_key
 from aggapi.controllers.kube import KubeListWatcher, ListWatchConfig
-from aggapi.controllers.kubejson import MERGE_PATCH, KubeUnavailable, kube_request
 from aggapi.controllers.nodepool import Observer
 from aggapi.controllers.nodes import is_edge_node
 from aggapi.controllers.workqueue import WorkQueue
@@ -328,23 +327,11 @@ class AutonomyController:
         if patch is None:
             return
         ns, name = (pod.get("metadata") or {}).get("namespace") or "", _name(pod)
-        try:
-            ans = await kube_request(
-                self._api,
-                "PATCH",
-                f"/api/v1/namespaces/{ns}/pods/{name}",
-                patch,
-                content_type=MERGE_PATCH,
-                timeout=self.config.request_timeout,
-            )
-        except KubeUnavailable as exc:
-            raise Requeue(str(exc)) from exc
-        if ans.status == 409:
-            raise Requeue(f"pod {key} changed since it was read")  # the informer brings the new one
-        if ans.status == 404:
+        path = f"/api/v1/namespaces/{ns}/pods/{name}"
+        if not await patch_or_requeue(
+            self._api, path, patch, f"pod {key}", timeout=self.config.request_timeout
+        ):
             return
-        if not ans.ok:
-            raise RuntimeError(f"patching pod {key}: {ans.status} {ans.message}")
         self.patches += 1
         what = "restored" if autonomy is None else "applied"
         log.info("pod %s on node %s: autonomy tolerations %s", key, node_name, what)

@@ -12,8 +12,9 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Any, Protocol
 
+from aggapi.controllers.kubejson import MERGE_PATCH, KubeUnavailable, kube_request
 from aggapi.controllers.workqueue import QueueShutDown, WorkQueue
 
 log = logging.getLogger(__name__)
@@ -98,3 +99,20 @@ class Controller:
             self.reconciles += 1
             if self._observer is not None:
                 self._observer.reconciled(self.name, result, self._clock() - started)
+
+
+async def patch_or_requeue(api: Any, path: str, patch: Any, what: str, *, timeout: float) -> bool:
+    """A resourceVersion-guarded merge patch from a reconcile: True when applied, False when the object
+    is gone; kube-apiserver unreachable or the object changed since it was read → Requeue (the informer
+    brings the new state)."""
+    try:
+        ans = await kube_request(api, "PATCH", path, patch, content_type=MERGE_PATCH, timeout=timeout)
+    except KubeUnavailable as exc:
+        raise Requeue(str(exc)) from exc
+    if ans.status == 409:
+        raise Requeue(f"{what} changed since it was read")
+    if ans.status == 404:
+        return False
+    if not ans.ok:
+        raise RuntimeError(f"patching {what}: {ans.status} {ans.message}")
+    return True

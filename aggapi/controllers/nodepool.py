@@ -25,9 +25,8 @@ from typing import Any, Protocol
 
 from aggapi.apis.nodepool import NODEPOOL
 from aggapi.controllers import nodes as n
-from aggapi.controllers.controller import Controller, ReconcileObserver, Requeue
+from aggapi.controllers.controller import Controller, ReconcileObserver, patch_or_requeue
 from aggapi.controllers.informer import EventHandler, Informer, InformerConfig, Obj
-from aggapi.controllers.kubejson import MERGE_PATCH, KubeUnavailable, kube_request
 from aggapi.controllers.poolattrs import node_patch, pool_attrs
 from aggapi.controllers.storelw import StoreListWatcher
 from aggapi.controllers.workqueue import QueueObserver, WorkQueue
@@ -230,23 +229,11 @@ class NodePoolController:
         patch = node_patch(node, pool_attrs(pool))
         if patch is None:
             return
-        try:
-            ans = await kube_request(
-                self._api,
-                "PATCH",
-                f"/api/v1/nodes/{name}",
-                patch,
-                content_type=MERGE_PATCH,
-                timeout=self.config.request_timeout,
-            )
-        except KubeUnavailable as exc:
-            raise Requeue(str(exc)) from exc
-        if ans.status == 409:
-            raise Requeue(f"node {name} changed since it was read")  # the informer brings the new one
-        if ans.status == 404:
+        path = f"/api/v1/nodes/{name}"
+        if not await patch_or_requeue(
+            self._api, path, patch, f"node {name}", timeout=self.config.request_timeout
+        ):
             return
-        if not ans.ok:
-            raise RuntimeError(f"patching node {name}: {ans.status} {ans.message}")
         self.patches += 1
         log.info("node %s: applied the attributes of pool %r", name, pool_name)
 
