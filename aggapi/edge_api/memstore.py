@@ -33,7 +33,7 @@ from aggapi.storage.interface import (
     WatchEvent,
     WatchOptions,
 )
-from aggapi.storage.watchfeed import Change, QueueWatcher
+from aggapi.storage.watchfeed import Change, QueueWatcher, WatcherSet
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ class MemoryView:
         self.mint = RVMint(clock_ms(), secret if secret is not None else os.urandom(16))
         self._objects: dict[str, Obj] = {}
         self._ring: deque[_Event] = deque()
-        self._watchers: set[QueueWatcher] = set()
+        self._watchers = WatcherSet()
 
     # ---- the owner's side -----------------------------------------------------------------------------
 
@@ -139,17 +139,13 @@ class MemoryView:
         self._ring.append(ev)
         if len(self._ring) > self.config.ring_capacity:
             self._ring.popleft()
-        for w in list(self._watchers):
-            wev = ev.for_watcher(w.predicate)
-            if wev is not None:
-                w.push(wev)
+        self._watchers.dispatch(ev)
 
     def close_watchers(self) -> None:
-        for w in list(self._watchers):
-            w.stop()
+        self._watchers.close_all()
 
     def forget(self, w: QueueWatcher) -> None:
-        self._watchers.discard(w)
+        self._watchers.forget(w)
 
     @property
     def watcher_count(self) -> int:

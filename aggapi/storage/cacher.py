@@ -26,7 +26,7 @@ from aggapi.storage.interface import (
     WatchEvent,
     WatchOptions,
 )
-from aggapi.storage.watchfeed import Change, QueueWatcher
+from aggapi.storage.watchfeed import Change, QueueWatcher, WatcherSet
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class Cacher:
         self.ring: deque[CacheEvent] = deque()
         self.synced = asyncio.Event()
         self._progress = asyncio.Condition()
-        self._watchers: set[CacheWatcher] = set()
+        self._watchers = WatcherSet()
         self._watching = False
         self.applied = 0  # events applied so far: waiters wake when it moves
 
@@ -126,8 +126,7 @@ class Cacher:
             if not page.continue_token:
                 break
             token = page.continue_token
-        for w in list(self._watchers):  # a relist breaks continuity: watchers must relist too
-            w.stop()
+        self._watchers.close_all()  # a relist breaks continuity: watchers must relist too
         self.objects, self.rev, self.window_start = objects, rev, rev
         self.ring.clear()
         self.synced.set()
@@ -169,12 +168,7 @@ class Cacher:
             self.ring.append(cev)
             if len(self.ring) > self.config.capacity:
                 self.window_start = self.ring.popleft().rv
-            for w in list(self._watchers):
-                if cev.rv <= w.start_rv:
-                    continue  # before where this watcher started (its snapshot already reflects it)
-                wev = cev.for_watcher(w.predicate)
-                if wev is not None:
-                    w.push(wev)
+            self._watchers.dispatch(cev)
 
     def _convert(self, ev: EtcdEvent) -> CacheEvent:
         key = ev.kv.key.decode()
@@ -191,7 +185,7 @@ class Cacher:
             self.send_bookmarks()
 
     def send_bookmarks(self) -> None:
-        for w in list(self._watchers):
+        for w in self._watchers:
             rv = max(self.rev, w.start_rv)
             if w.bookmarks and w.last_rv < rv:
                 w.push(self._bookmark(rv, initial_end=False))
@@ -363,11 +357,10 @@ class Cacher:
 
     def close_watchers(self) -> None:
         """End every open watch (clients re-watch elsewhere); used on shutdown so it is not held up."""
-        for w in list(self._watchers):
-            w.stop()
+        self._watchers.close_all()
 
     def forget(self, w: CacheWatcher) -> None:
-        self._watchers.discard(w)
+        self._watchers.forget(w)
 
     @property
     def watcher_count(self) -> int:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,3 +92,35 @@ class QueueWatcher:
                 return
             self._wake.clear()
             await self._wake.wait()
+
+
+class WatcherSet:
+    """The open watches of one feed: fan-out of a change to each (as its selector sees it, and only
+    after where it started), closing them all, and the count for metrics."""
+
+    def __init__(self) -> None:
+        self._all: set[QueueWatcher] = set()
+
+    def add(self, w: QueueWatcher) -> None:
+        self._all.add(w)
+
+    def forget(self, w: QueueWatcher) -> None:
+        self._all.discard(w)
+
+    def __iter__(self) -> Iterator[QueueWatcher]:
+        return iter(list(self._all))  # a copy: pushing may stop (and so forget) a watcher
+
+    def __len__(self) -> int:
+        return len(self._all)
+
+    def dispatch(self, change: Change) -> None:
+        for w in self:
+            if change.rv <= w.start_rv:
+                continue  # before where this watcher started (its snapshot already reflects it)
+            wev = change.for_watcher(w.predicate)
+            if wev is not None:
+                w.push(wev)
+
+    def close_all(self) -> None:
+        for w in self:
+            w.stop()
