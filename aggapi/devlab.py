@@ -62,7 +62,7 @@ def add_dev_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--nodes",
         type=int,
-        default=3,
+        default=4,  # two per pool: a node's verdict needs a peer in its pool
         help="simulated edge nodes (kubelet-sim + tunnel agent on 127.0.1.10, .11, ...); 0 for none",
     )
     p.add_argument(

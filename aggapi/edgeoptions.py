@@ -153,6 +153,8 @@ class ControllerOptions:
     lease_name: str = "aggapi-controllers"
     # Edge health votes expire this long after their write (3 probe periods of 10 s; see docs/health.md).
     health_vote_ttl: float = 30.0
+    # The fewest recent observers a verdict needs (a majority of the node's peers when there are fewer).
+    health_min_voters: int = 3
     # Evict the pods of an edge node whose verdict stayed Unhealthy this long (docs/health.md, eviction).
     health_eviction: bool = True
     health_eviction_grace_period: float = 300.0
@@ -170,6 +172,8 @@ class ControllerOptions:
             )
         if self.health_vote_ttl < 2:
             errs.append("--health-vote-ttl must be at least 2s (etcd's smallest lease)")
+        if self.health_min_voters < 1:
+            errs.append("--health-min-voters must be at least 1")
         if self.health_eviction_grace_period < 0:
             errs.append("--health-eviction-grace-period must not be negative")
         return errs
@@ -224,6 +228,13 @@ def add_controller_flags(p: argparse.ArgumentParser) -> None:
         "3 probe periods)",
     )
     p.add_argument(
+        "--health-min-voters",
+        type=int,
+        default=c.health_min_voters,
+        help="the fewest recent observers (pool peers with a live vote about a node) a Healthy or "
+        "Unhealthy verdict needs; a majority of the node's peers when the pool is smaller (default 3)",
+    )
+    p.add_argument(
         "--health-eviction",
         type=_bool,
         default=c.health_eviction,
@@ -263,6 +274,7 @@ def controller_options(a: argparse.Namespace, *, in_cluster: bool) -> Controller
         lease_namespace=_lease_namespace(a.leader_elect_resource_namespace, in_cluster),
         lease_name=a.leader_elect_resource_name,
         health_vote_ttl=a.health_vote_ttl,
+        health_min_voters=a.health_min_voters,
         health_eviction=a.health_eviction,
         health_eviction_grace_period=a.health_eviction_grace_period,
     )

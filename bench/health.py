@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from api import machine, pct
 
-from aggapi.edge_api.health_verdict import Vote, decide
+from aggapi.edge_api.health_verdict import Activity, Vote, decide
 from certs.files import write_pair
 from certs.pki import issue_peer, new_ca
 from edge.health.agent import HealthAgent
@@ -45,6 +45,7 @@ from edge.health.prober import Peer, Prober, ProbeResult
 POOL = "bench-pool"
 VOTE_TTL = 30.0  # aggapi's default --health-vote-ttl
 VOTE_LIFE = VOTE_TTL + VOTE_TTL // 10  # a vote lives between ttl and ttl + reuse after its write
+ALIVE_WINDOW = VOTE_TTL * 2 / 3  # aggapi: a node that posted a vote this recently is alive
 
 
 class Net:
@@ -82,7 +83,8 @@ class Pool:
     net: Net
     now: list[float]
     period: float
-    votes: dict[str, dict[str, tuple[str, float]]] = field(default_factory=dict)  # target -> voter
+    # target -> voter -> (result, observedAt, when aggapi received it)
+    votes: dict[str, dict[str, tuple[str, str, float]]] = field(default_factory=dict)
     writes: list[int] = field(default_factory=list)  # votes queued, per period
     probes: list[int] = field(default_factory=list)  # direct + indirect probe requests, per period
     cloud_up: bool = True
@@ -98,22 +100,39 @@ class Pool:
             if self.cloud_up:  # the vote loop posts every pending vote: one etcd put each
                 for vote in pending.values():
                     by = self.votes.setdefault(vote["target"], {})
-                    by[vote["voter"]] = (vote["result"], self.now[0])
+                    by[vote["voter"]] = (vote["result"], vote["observedAt"], self.now[0])
                 written += len(pending)
                 pending.clear()
         self.writes.append(written)
         self.now[0] += self.period
+        self._posts = None
+
+    _posts: dict[str, float] | None = None
 
     def live_votes(self, target: str) -> list[Vote]:
         t = self.now[0] - self.period  # the votes of the period that just ran count
         out = []
-        for voter, (result, at) in self.votes.get(target, {}).items():
+        for voter, (result, observed, at) in self.votes.get(target, {}).items():
             if t - at <= VOTE_LIFE:
-                out.append(Vote(voter, target, "", result))
+                out.append(Vote(voter, target, observed, result))
         return out
 
+    def posts(self) -> dict[str, float]:
+        """Voter → when aggapi last received a live vote from it (what the health service derives)."""
+        if self._posts is None:
+            t = self.now[0] - self.period
+            self._posts = {}
+            for by in self.votes.values():
+                for voter, (_, _, at) in by.items():
+                    if t - at <= VOTE_LIFE:
+                        self._posts[voter] = max(at, self._posts.get(voter, at))
+        return self._posts
+
     def verdict(self, target: str, connected: set[str] | None = None) -> str:
-        return decide(target, POOL, self.agents, self.live_votes(target), connected).verdict
+        posts = self.posts()
+        voting = self.now[0] - self.period - posts.get(target, float("-inf")) <= ALIVE_WINDOW
+        activity = Activity(frozenset(posts), voting)
+        return decide(target, POOL, self.agents, self.live_votes(target), connected, activity).verdict
 
     def local_unhealthy(self, target: str) -> int:
         return sum(
@@ -240,7 +259,8 @@ async def bench(args: argparse.Namespace) -> int:
         print(
             f"(4) votes: {writes / n:.2f}/period per node, {writes:.0f}/period = "
             f"{writes / cfg.period:.0f} writes/s to aggapi at {cfg.period:.0f}s; live votes per target "
-            f"p50 {pct(voters_seen, 0.5):.0f} max {max(voters_seen)} (quorum needs {(n - 1) // 2 + 1})"
+            f"p50 {pct(voters_seen, 0.5):.0f} min {min(voters_seen)} max {max(voters_seen)} (a verdict needs "
+            f"3 observers, --health-min-voters; all-to-all would be {n - 1})"
         )
 
         # (1) detection
@@ -302,13 +322,14 @@ async def bench(args: argparse.Namespace) -> int:
         for _ in range(cfg.success_threshold * rounds):
             await pool.step()
 
-        for label, p, periods in (
-            ("k=3", pool, (cfg.failure_threshold + 1) * rounds),
-            ("all-to-all", base, 2 * cfg.failure_threshold),
+        for label, p, periods, part in (
+            ("k=3", pool, 20, n // 2),
+            ("k=3", pool, 20, n // 4),
+            ("all-to-all", base, 2 * cfg.failure_threshold + 2, n // 2),
         ):
             names = sorted(p.agents)
             for i, name in enumerate(names):
-                p.net.group[name] = 0 if i < n // 2 else 1
+                p.net.group[name] = 0 if i < part else 1
             false_split = 0
             worst = 0
             for _ in range(periods):
@@ -317,8 +338,10 @@ async def bench(args: argparse.Namespace) -> int:
                 worst = max(worst, bad)
                 false_split += bad
             p.net.group.clear()
+            for _ in range(cfg.success_threshold + 1):
+                await p.step()
             print(
-                f"    pool split in two halves of {n // 2}, {label}, {periods} periods: "
+                f"    pool split {part}/{n - part}, both halves reach the cloud, {label}, {periods} periods: "
                 f"at most {worst} of {n} nodes Unhealthy at once ({false_split} Unhealthy verdicts in all)"
             )
         print(f"total {time.perf_counter() - t0:.1f}s")

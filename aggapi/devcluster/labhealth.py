@@ -37,7 +37,7 @@ class HealthTiming:
 
     period: float = 2.0
     probe_timeout: float = 1.0
-    failure_threshold: int = 3
+    failure_threshold: int = 2
     success_threshold: int = 2
     probes_per_period: int = 3
 

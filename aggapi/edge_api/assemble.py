@@ -117,7 +117,9 @@ async def build_edge(opts: ServerOptions, serving_cert: str, serving_key: str) -
     e = opts.etcd
     health_etcd = EtcdClient(EtcdConfig(e.servers, e.cafile or None, e.certfile or None, e.keyfile or None))
     closers.append(health_etcd.close)
-    health = HealthService(nodes, tunnel, VoteStore(health_etcd, e.prefix, c.health_vote_ttl))
+    health = HealthService(
+        nodes, tunnel, VoteStore(health_etcd, e.prefix, c.health_vote_ttl), min_voters=c.health_min_voters
+    )
     bookmark = {"apiVersion": EDGENODE.api_version, "kind": EDGENODE.kind}
     synced = nodes.informer.wait_synced if nodes.informer is not None else None
     view = EdgeNodeView(

@@ -30,7 +30,16 @@ from aggapi.apis.edgenode import EDGENODE, UNKNOWN
 from aggapi.controllers import nodes as n
 from aggapi.controllers.informer import Obj
 from aggapi.controllers.nodes import NodeDirectory
-from aggapi.edge_api.health_verdict import API_VERSION, HEALTH_KIND, Decision, Vote, decide, vote_errors
+from aggapi.edge_api.health_verdict import (
+    API_VERSION,
+    DEFAULT_MIN_VOTERS,
+    HEALTH_KIND,
+    Activity,
+    Decision,
+    Vote,
+    decide,
+    vote_errors,
+)
 from aggapi.http import body as bodies
 from aggapi.http.handlers import respond
 from aggapi.http.middleware import USER_KEY
@@ -38,7 +47,7 @@ from aggapi.http.requestinfo import RequestInfo
 from aggapi.machinery import apierrors
 from aggapi.machinery.timefmt import format_rfc3339, parse_rfc3339
 from aggapi.storage.etcd import prefix_end
-from aggapi.storage.etcd_types import RangeResult
+from aggapi.storage.etcd_types import Compare, OpPut, RangeResult, TxnResult
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +61,14 @@ class Etcd(Protocol):
     async def range(self, key: bytes, range_end: bytes | None = None) -> RangeResult: ...
     async def put(self, key: bytes, value: bytes, *, lease: int = 0) -> int: ...
     async def lease_grant(self, ttl: int) -> int: ...
+    async def txn(self, compares: list[Compare], success: list[OpPut]) -> TxnResult: ...
 
 
 class Agents(Protocol):
     def agents(self) -> Mapping[str, Any]: ...
+
+
+Posts = dict[str, datetime]  # voter → when its newest live vote was received
 
 
 def _utcnow() -> datetime:
@@ -87,13 +100,30 @@ class VoteStore:
             return lease
 
     async def put(self, vote: Vote) -> None:
+        """Store `vote` unless the voter's stored vote about the target was observed later (a vote posted
+        late, e.g. queued during an outage, never replaces a newer one): then raises StaleVote."""
+        key = self.key(vote.target, vote.voter)
         value = orjson.dumps(vote.to_json())
-        lease = await self._lease_id()
-        try:
-            await self._etcd.put(self.key(vote.target, vote.voter), value, lease=lease)
-        except Exception:  # e.g. the shared lease is gone (revoked, etcd restored): next write grants anew
-            self._lease = None
-            raise
+        for _ in range(5):  # only concurrent posts by the same voter about the same node retry
+            res = await self._etcd.range(key)
+            if res.kvs:
+                stored = _vote_or_none(res.kvs[0].value)
+                if stored is not None and _observed(stored) > _observed(vote):
+                    raise StaleVote(stored)
+                guard = Compare(key, "mod", "==", res.kvs[0].mod_revision)
+            else:
+                guard = Compare(key, "create", "==", 0)
+            lease = await self._lease_id()
+            try:
+                done = await self._etcd.txn([guard], [OpPut(key, value, lease=lease)])
+            except (
+                Exception
+            ):  # e.g. the shared lease is gone (revoked, etcd restored): next write grants anew
+                self._lease = None
+                raise
+            if done.succeeded:
+                return
+        raise RuntimeError(f"vote of {vote.voter} about {vote.target}: too many concurrent writes")
 
     async def votes(self, target: str | None = None) -> list[Vote]:
         """Live votes about `target`, or about every node."""
@@ -101,11 +131,39 @@ class VoteStore:
         res = await self._etcd.range(start, prefix_end(start))
         out = []
         for kv in res.kvs:
-            try:
-                out.append(Vote.from_json(orjson.loads(kv.value)))
-            except (ValueError, TypeError, AttributeError):
+            vote = _vote_or_none(kv.value)
+            if vote is None:
                 log.warning("ignoring an unreadable health vote at %s", kv.key.decode(errors="replace"))
+            else:
+                out.append(vote)
         return out
+
+
+class StaleVote(Exception):
+    def __init__(self, stored: Vote) -> None:
+        super().__init__(stored.observed_at)
+        self.stored = stored
+
+
+def _vote_or_none(raw: bytes) -> Vote | None:
+    try:
+        return Vote.from_json(orjson.loads(raw))
+    except (ValueError, TypeError, AttributeError):
+        return None
+
+
+def _observed(v: Vote) -> datetime:
+    try:
+        return parse_rfc3339(v.observed_at)
+    except ValueError:
+        return datetime.min.replace(tzinfo=UTC)
+
+
+def _received(v: Vote) -> datetime | None:
+    try:
+        return parse_rfc3339(v.received_at) if v.received_at else None
+    except ValueError:
+        return None
 
 
 class HealthService:
@@ -116,6 +174,7 @@ class HealthService:
         store: VoteStore,
         *,
         interval: float = 1.0,
+        min_voters: int = DEFAULT_MIN_VOTERS,
         clock: Callable[[], datetime] = _utcnow,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
@@ -123,6 +182,10 @@ class HealthService:
         self._agents = agents
         self.store = store
         self._interval = interval
+        self.min_voters = min_voters
+        # A node that posted a vote this recently runs and reaches the cloud (agents vote every period;
+        # two thirds of the vote lifetime is two periods with the defaults).
+        self.alive_window = timedelta(seconds=store.ttl * 2 / 3)
         self._clock = clock
         self._sleep = sleep
         self._verdicts: dict[str, tuple[str, datetime]] = {}  # node → (verdict, since)
@@ -144,10 +207,25 @@ class HealthService:
     def _connected(self) -> set[str] | None:
         return None if self._agents is None else set(self._agents.agents())
 
-    def decide(self, node: Obj, votes: list[Vote], connected: set[str] | None) -> Decision:
+    def decide(self, node: Obj, votes: list[Vote], connected: set[str] | None, posts: Posts) -> Decision:
+        """`votes`: the live votes about the node; `posts`: every live voter → its newest receivedAt."""
         name = str((node.get("metadata") or {}).get("name", ""))
         pool = n.pool_of(node)
-        return decide(name, pool, self._pool_members(pool), votes, connected)
+        last = posts.get(name)
+        voting = last is not None and self._clock() - last <= self.alive_window
+        activity = Activity(frozenset(posts), voting)
+        members = self._pool_members(pool)
+        return decide(name, pool, members, votes, connected, activity, min_voters=self.min_voters)
+
+    @staticmethod
+    def _sort(votes: list[Vote]) -> tuple[dict[str, list[Vote]], Posts]:
+        by_target: dict[str, list[Vote]] = {}
+        posts: Posts = {}
+        for v in votes:
+            by_target.setdefault(v.target, []).append(v)
+            at = _received(v) or datetime.min.replace(tzinfo=UTC)
+            posts[v.voter] = max(at, posts.get(v.voter, at))
+        return by_target, posts
 
     def _track(self, name: str, verdict: str) -> datetime:
         """Record the verdict; returns when it last changed. Tells on_change on a change."""
@@ -164,9 +242,7 @@ class HealthService:
         """Recompute every edge node's verdict from one read of all votes. Returns how many changed."""
         if self._nodes.informer is None:
             return 0
-        by_target: dict[str, list[Vote]] = {}
-        for v in await self.store.votes():
-            by_target.setdefault(v.target, []).append(v)
+        by_target, posts = self._sort(await self.store.votes())
         connected = self._connected()
         changed = 0
         seen = set()
@@ -176,7 +252,7 @@ class HealthService:
             name = str((node.get("metadata") or {}).get("name", ""))
             seen.add(name)
             before = self._verdicts.get(name)
-            verdict = self.decide(node, by_target.get(name, []), connected).verdict
+            verdict = self.decide(node, by_target.get(name, []), connected, posts).verdict
             self._track(name, verdict)
             changed += before is None or before[0] != verdict
         for gone in set(self._verdicts) - seen:
@@ -211,7 +287,8 @@ class HealthService:
 
     async def node_health(self, name: str) -> dict[str, Any]:
         node = self._edge_node(name)
-        d = self.decide(node, await self.store.votes(name), self._connected())
+        by_target, posts = self._sort(await self.store.votes())  # who votes at all counts too
+        d = self.decide(node, by_target.get(name, []), self._connected(), posts)
         since = self._track(name, d.verdict)
         return {
             "apiVersion": API_VERSION,
@@ -275,6 +352,14 @@ class HealthService:
         )
         try:
             await self.store.put(vote)
+        except StaleVote as stale:
+            raise apierrors.conflict(
+                EDGENODE.group,
+                EDGENODE.resource,
+                target,
+                f"node {voter} already has a newer vote about {target} "
+                f"(observedAt {stale.stored.observed_at}): an older observation never replaces it",
+            ) from None
         except Exception as exc:
             raise apierrors.service_unavailable(f"storing the health vote: {exc}") from exc
         return vote.to_json()

@@ -1,14 +1,17 @@
 """Edge health votes and the verdict rules (pure: no I/O, no clock). See docs/health.md.
 
-A vote is one pool peer's observation of one node. The verdict about a node needs a majority of the
-node's pool peers (the pool's members, the node itself excluded) to have a live vote: too few voters,
-a pool alone, or a pool cut off from the cloud as a whole give Unknown, never Unhealthy.
+A vote is one pool peer's observation of one node. Peers probe k of their pool each period (not all), so
+the verdict about a node is taken among its recent observers (at least `min_voters`, or a majority of a
+small pool) while a majority of the pool must be voting at all; too few observers, a pool alone, a pool
+cut off from the cloud (whole or mostly), or a node that is itself still voting give Unknown, never
+Unhealthy.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from aggapi.apis.common import GROUP, VERSION
@@ -89,17 +92,29 @@ def vote_errors(doc: Mapping[str, Any], target: str) -> list[Cause]:
     return errs
 
 
+DEFAULT_MIN_VOTERS = 3
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
     verdict: str  # Healthy | Unhealthy | Unknown
     reason: str
     members: int  # the pool's nodes other than the target
     voters: int  # members with a live vote about the target
-    needed: int  # floor(members / 2) + 1
+    needed: int  # min(floor(members / 2) + 1, min_voters)
+    active: int = 0  # members with a live vote about anyone: they reach the cloud and vote
     votes: tuple[Vote, ...] = ()  # the live votes that count
 
     def quorum(self) -> dict[str, int]:
-        return {"members": self.members, "voters": self.voters, "needed": self.needed}
+        return {"members": self.members, "active": self.active, "voters": self.voters, "needed": self.needed}
+
+
+@dataclass(frozen=True, slots=True)
+class Activity:
+    """Who of a pool the cloud hears from, from all live votes (not only those about the target)."""
+
+    active: frozenset[str]  # nodes with a live vote about any node
+    target_voting: bool  # the target itself posted a vote recently: it runs and reaches the cloud
 
 
 def decide(
@@ -108,18 +123,24 @@ def decide(
     members: Collection[str],
     votes: Sequence[Vote],
     connected: Collection[str] | None,
+    activity: Activity,
+    *,
+    min_voters: int = DEFAULT_MIN_VOTERS,
 ) -> Decision:
     """The verdict about `target`. `members`: the pool's nodes (the target among them or not);
     `votes`: live votes about the target (the voter's lease has not expired); `connected`: nodes with a
-    tunnel agent connected, or None when this aggapi runs no tunnel (the rule on it is then skipped)."""
+    tunnel agent connected, or None when this aggapi runs no tunnel (the rule on it is then skipped);
+    `activity`: who is voting at all. The rules, in order, are in docs/health.md."""
     peers = set(members) - {target}
     counted = tuple(sorted((v for v in votes if v.voter in peers and v.target == target), key=_by_voter))
-    needed = len(peers) // 2 + 1
-    unhealthy = sum(1 for v in counted if v.result == UNHEALTHY)
-    healthy = sum(1 for v in counted if v.result == HEALTHY)
+    majority = len(peers) // 2 + 1
+    needed = max(1, min(majority, min_voters))
+    active = len(activity.active & peers)
+    down = [v for v in counted if v.result == UNHEALTHY]
+    up = [v for v in counted if v.result == HEALTHY]
 
     def result(verdict: str, reason: str) -> Decision:
-        return Decision(verdict, reason, len(peers), len(counted), needed, counted)
+        return Decision(verdict, reason, len(peers), len(counted), needed, active, counted)
 
     if not pool:
         return result(UNKNOWN, "the node is in no NodePool: no peer can vote about it")
@@ -130,17 +151,44 @@ def decide(
             UNKNOWN,
             f"no node of pool {pool} has a tunnel agent connected: the pool may be cut off from the cloud",
         )
-    if not counted:
+    if not active:
         return result(
             UNKNOWN, f"no live vote from any member of pool {pool}: the pool may be cut off from the cloud"
         )
+    if active < majority:
+        return result(
+            UNKNOWN,
+            f"only {active} of {len(peers)} members are voting, {majority} needed: "
+            f"part of pool {pool} may be cut off from the cloud",
+        )
     if len(counted) < needed:
-        return result(UNKNOWN, f"{len(counted)} of {len(peers)} members voted, {needed} needed")
-    if unhealthy >= needed:
-        return result(UNHEALTHY, f"{unhealthy} of {len(peers)} members vote {UNHEALTHY}")
-    if healthy >= needed:
-        return result(HEALTHY, f"{healthy} of {len(peers)} members vote {HEALTHY}")
-    return result(UNKNOWN, f"no majority: {healthy} {HEALTHY}, {unhealthy} {UNHEALTHY}, {needed} needed")
+        return result(UNKNOWN, f"{len(counted)} members observed the node recently, {needed} needed")
+    if len(down) >= needed and (2 * len(down) > len(counted) or _all_after(down, up)):
+        if activity.target_voting:
+            return result(
+                UNKNOWN,
+                f"{len(down)} of {len(counted)} observers cannot reach the node, but it is voting itself "
+                "(it runs and reaches the cloud): a partition inside the pool, not a dead node",
+            )
+        return result(UNHEALTHY, f"{len(down)} of {len(counted)} observers vote {UNHEALTHY}")
+    if len(up) >= needed and (2 * len(up) > len(counted) or _all_after(up, down)):
+        return result(HEALTHY, f"{len(up)} of {len(counted)} observers vote {HEALTHY}")
+    return result(
+        UNKNOWN, f"no majority: {len(up)} {HEALTHY}, {len(down)} {UNHEALTHY} of {len(counted)} observers"
+    )
+
+
+def _all_after(these: Sequence[Vote], others: Sequence[Vote]) -> bool:
+    """Every vote in `these` was observed after every vote in `others`: the node changed state and the
+    older observations are superseded (a dead node cannot be seen up again; voters' clocks are assumed
+    roughly in sync — skew only delays this rule, the majority rule still applies)."""
+    if not these or not others:
+        return bool(these)
+    return min(_observed(v) for v in these) > max(_observed(v) for v in others)
+
+
+def _observed(v: Vote) -> datetime:
+    return parse_rfc3339(v.observed_at)
 
 
 def _by_voter(v: Vote) -> str:

@@ -126,14 +126,18 @@ class HealthAgent:
         return await self.prober.direct(peer)
 
     async def run_period(self) -> list[str]:
-        """One probe period: probe k peers, update verdicts, queue votes. Returns the peers probed."""
+        """One probe period: probe k peers plus (up to k) unsettled ones again, update verdicts, queue
+        votes. Returns the peers probed."""
         await self._refresh_members()
-        targets = [self.members[n] for n in self.selector.next_period(self.config.probes_per_period)]
+        k = self.config.probes_per_period
+        picked = self.selector.next_period(k)
+        again = [n for n in self.hysteresis.unsettled() if n in self.members and n not in picked][:k]
+        targets = [self.members[n] for n in (*picked, *again)]
         results = await asyncio.gather(*(self._probe_round(p) for p in targets))
         now = self.clock()
         for peer, result in zip(targets, results, strict=True):
             verdict = self.hysteresis.record(peer.name, result.ok, result.detail, now)
-            if verdict != "Unknown":
+            if self.hysteresis.settled(peer.name):
                 self.store.put(make_vote(self.config.node_name, peer.name, verdict, result.detail, now))
                 self._votes_ready.set()
         self.periods += 1

@@ -40,7 +40,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--probe-timeout", type=float, default=2.0, help="seconds")
     p.add_argument("--probes-per-period", type=int, default=3, help="k: peers probed each period")
     p.add_argument("--indirect-probes", type=int, default=2, help="peers asked after a failed direct probe")
-    p.add_argument("--failure-threshold", type=int, default=3, help="failed rounds before Unhealthy")
+    p.add_argument(
+        "--failure-threshold",
+        type=int,
+        default=2,
+        help="failed rounds (direct and indirect probes) in a row before Unhealthy",
+    )
     p.add_argument("--success-threshold", type=int, default=2, help="good rounds before Healthy")
     p.add_argument("--max-pending-votes", type=int, default=1024)
     p.add_argument("-v", "--verbose", action="count", default=0)

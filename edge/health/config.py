@@ -28,7 +28,7 @@ class HealthConfig:
     probe_timeout: float = 2.0
     probes_per_period: int = 3
     indirect_probes: int = 2
-    failure_threshold: int = 3
+    failure_threshold: int = 2  # rounds, each a direct probe and (on failure) indirect ones
     success_threshold: int = 2
     max_pending_votes: int = 1024
     vote_timeout: float = 5.0

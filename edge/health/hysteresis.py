@@ -1,5 +1,10 @@
 """Per-peer reachability with hysteresis: Unhealthy only after N failed rounds in a row, Healthy again
-after M good ones. A peer starts Unknown and gets no vote until one threshold is reached."""
+after M good ones. A peer starts Unknown and gets no vote until one threshold is reached.
+
+A peer is *settled* when its latest round agrees with its verdict; an unsettled one (a failed round of a
+Healthy peer: SWIM's "suspect") is probed again every period until it settles, and gets no vote
+meanwhile: with k of N peers probed per period, a peer's last round may be many periods old, so a verdict
+that the newest round contradicts is not worth posting."""
 
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ class PeerState:
 
 
 class Hysteresis:
-    def __init__(self, failure_threshold: int = 3, success_threshold: int = 2) -> None:
+    def __init__(self, failure_threshold: int = 2, success_threshold: int = 2) -> None:
         self.failure_threshold = failure_threshold
         self.success_threshold = success_threshold
         self.peers: dict[str, PeerState] = {}
@@ -40,6 +45,20 @@ class Hysteresis:
             if st.failures >= self.failure_threshold:
                 st.verdict = "Unhealthy"
         return st.verdict
+
+    def settled(self, peer: str) -> bool:
+        """The latest round agrees with the verdict (Unknown peers are never settled)."""
+        st = self.peers.get(peer)
+        if st is None:
+            return False
+        return (st.verdict == "Healthy" and st.successes > 0) or (
+            st.verdict == "Unhealthy" and st.failures > 0
+        )
+
+    def unsettled(self) -> list[str]:
+        """Probed peers whose latest round disagrees with their verdict, longest-waiting first."""
+        waiting = [(st.last_probed, p) for p, st in self.peers.items() if not self.settled(p)]
+        return [p for _, p in sorted(waiting)]
 
     def verdict(self, peer: str) -> Verdict:
         st = self.peers.get(peer)

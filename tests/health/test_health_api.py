@@ -65,7 +65,12 @@ def test_two_of_three_unhealthy_is_unhealthy(health_env: HealthEnv) -> None:
     target, m1, m2, _m3 = nodes = make_pool(health_env, unique("hp"), 4)
     try:
         start = health(health_env, target)
-        assert start["verdict"] == "Unknown" and start["quorum"] == {"members": 3, "voters": 0, "needed": 2}
+        assert start["verdict"] == "Unknown" and start["quorum"] == {
+            "members": 3,
+            "active": 0,
+            "voters": 0,
+            "needed": 2,
+        }
 
         def voted() -> dict[str, object] | None:
             for voter in (m1, m2):
@@ -76,7 +81,7 @@ def test_two_of_three_unhealthy_is_unhealthy(health_env: HealthEnv) -> None:
 
         h = eventually(voted, "verdict Unhealthy")
         assert h["kind"] == "NodeHealth" and h["node"] == target and h["pool"] == target.rsplit("-", 1)[0]
-        assert h["quorum"] == {"members": 3, "voters": 2, "needed": 2}
+        assert h["quorum"] == {"members": 3, "active": 2, "voters": 2, "needed": 2}
         assert {v["voter"] for v in h["votes"]} == {m1, m2}  # type: ignore[attr-defined]
         assert h["lastTransitionTime"]
     finally:
@@ -90,7 +95,7 @@ def test_one_of_three_votes_is_unknown(health_env: HealthEnv) -> None:
         assert code == 201, body
         h = health(health_env, target)
         assert h["verdict"] == "Unknown", h
-        assert h["quorum"] == {"members": 3, "voters": 1, "needed": 2}
+        assert h["quorum"] == {"members": 3, "active": 1, "voters": 1, "needed": 2}
     finally:
         delete_nodes(health_env, nodes)
 
@@ -99,7 +104,12 @@ def test_single_node_pool_is_unknown(health_env: HealthEnv) -> None:
     nodes = make_pool(health_env, unique("hp"), 1)
     try:
         h = health(health_env, nodes[0])
-        assert h["verdict"] == "Unknown" and h["quorum"] == {"members": 0, "voters": 0, "needed": 1}
+        assert h["verdict"] == "Unknown" and h["quorum"] == {
+            "members": 0,
+            "active": 0,
+            "voters": 0,
+            "needed": 1,
+        }
     finally:
         delete_nodes(health_env, nodes)
 
@@ -156,3 +166,38 @@ def test_health_column_and_topology(health_env: HealthEnv) -> None:
     finally:
         delete_nodes(health_env, nodes)
         health_env.agg.request("DELETE", f"{NP}/{pool}")
+
+
+def test_an_older_observation_never_replaces_a_newer_vote(health_env: HealthEnv) -> None:
+    a, b = nodes = make_pool(health_env, unique("hp"), 2)
+    try:
+        now = datetime.now(UTC) + timedelta(seconds=3)  # the votes of this env live only a few seconds
+        code, body = vote(health_env, a, b, "Healthy", observedAt=format_rfc3339(now))
+        assert code == 201, body
+        # Queued during an outage and posted late: an observation from before the stored one.
+        late = format_rfc3339(now - timedelta(seconds=3))
+        code, body = vote(health_env, a, b, "Unhealthy", observedAt=late)
+        assert code == 409 and body["reason"] == "Conflict" and "newer vote" in body["message"], body
+        stored = health(health_env, b)["votes"]
+        assert [(v["voter"], v["result"]) for v in stored] == [(a, "Healthy")]
+        # The same observation again (a retried post) is accepted.
+        code, body = vote(health_env, a, b, "Healthy", observedAt=format_rfc3339(now))
+        assert code == 201, body
+    finally:
+        delete_nodes(health_env, nodes)
+
+
+def test_a_node_that_votes_itself_is_not_convicted(health_env: HealthEnv) -> None:
+    """Its peers cannot reach it, but it reaches the cloud and votes: a split inside the pool."""
+    target, m1, m2 = nodes = make_pool(health_env, unique("hp"), 3)
+    try:
+        for voter in (m1, m2):
+            code, body = vote(health_env, voter, target, "Unhealthy")
+            assert code == 201, body
+        assert health(health_env, target)["verdict"] == "Unhealthy"
+        code, body = vote(health_env, target, m1, "Healthy")
+        assert code == 201, body
+        h = health(health_env, target)
+        assert h["verdict"] == "Unknown" and "partition inside the pool" in h["reason"], h
+    finally:
+        delete_nodes(health_env, nodes)

@@ -150,17 +150,48 @@ async def test_agent_hysteresis_with_injected_clock(ca: CertKeyPair, tmp_path: P
             await a.run_period()
             assert a.hysteresis.verdict("edge-1") == want
         assert a.hysteresis.peers["edge-1"].last_detail == {"kubelet": "ok", "agent": "ok"}
+        healthy_vote = a.store.pending["edge-1"]
+        assert healthy_vote["result"] == "Healthy"
         down.add("edge-1")
-        for want in ("Healthy", "Healthy", "Unhealthy"):
-            await t.sleep(10)
-            await a.run_period()
-            assert a.hysteresis.verdict("edge-1") == want
+        await t.sleep(10)
+        await a.run_period()
+        # A suspect: still Healthy by hysteresis, but the newest round disagrees, so no vote is queued.
+        assert a.hysteresis.verdict("edge-1") == "Healthy" and not a.hysteresis.settled("edge-1")
+        assert a.store.pending["edge-1"] is healthy_vote
+        await t.sleep(10)
+        await a.run_period()
+        assert a.hysteresis.verdict("edge-1") == "Unhealthy"
         assert a.store.pending["edge-1"]["result"] == "Unhealthy"
         assert a.hysteresis.peers["edge-1"].last_probed == t.now
         down.clear()
         for want in ("Unhealthy", "Healthy"):
             await a.run_period()
             assert a.hysteresis.verdict("edge-1") == want
+
+
+async def test_a_suspect_is_probed_again_next_period(ca: CertKeyPair, tmp_path: Path, ips: list[str]) -> None:
+    """k=1: round-robin alone would come back to a failing peer only a round later; a suspect is probed
+    again in the very next period (besides the round-robin pick) until its verdict settles."""
+    down = {"edge-2"}
+
+    async def hook(prober: Prober, peer: Peer) -> ProbeResult:
+        if peer.name in down:
+            return ProbeResult(False, {"kubelet": "refused", "agent": "refused"})
+        return await prober.direct(peer)
+
+    async with pool(
+        ca, tmp_path, ips[:3], indirect_probes=0, probes_per_period=1, hooks={"edge-0": hook}
+    ) as (_, agents):
+        a = agents[0]
+        probed: list[list[str]] = []
+        while "edge-2" not in (probed[-1] if probed else []):
+            probed.append(await a.run_period())
+        assert probed[-1] == ["edge-2"] and a.hysteresis.verdict("edge-2") == "Unknown"
+        follow = await a.run_period()
+        assert follow[0] != "edge-2" and follow[1:] == ["edge-2"], follow
+        assert a.hysteresis.verdict("edge-2") == "Unhealthy" and a.hysteresis.settled("edge-2")
+        assert a.store.pending["edge-2"]["result"] == "Unhealthy"
+        assert "edge-2" not in a.hysteresis.unsettled()  # settled: back to round-robin only
 
 
 async def test_indirect_probe_saves_a_peer_with_a_blocked_direct_path(
