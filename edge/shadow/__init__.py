@@ -1,0 +1,1 @@
+"""shadow-apiserver: the caching proxy to kube-apiserver on every edge node."""
