@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from aggapi.devcluster import labcontrol
 from aggapi.devcluster.lab import APISERVICE, Lab, LabConfig
+from aggapi.devcluster.labcontrol import ACTIONS
 from aggapi.devcluster.labkit import etcd_binary
 from certs.files import load_or_create_ca, write_pair
 from certs.pki import issue_client, issue_serving
@@ -68,9 +71,30 @@ def add_dev_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--tunnel-port", type=int, default=0, help="aggapi's tunnel (agent) port; 0 picks a free one"
     )
+    p.add_argument(
+        "action",
+        nargs="?",
+        choices=ACTIONS,
+        help="with a lab running in --dir: cut or heal NODE's cloud link (tunnel, heartbeats, votes, "
+        "shadow upstream)",
+    )
+    p.add_argument("node", nargs="?", help="the edge node to cut or heal, e.g. edge-0")
 
 
 def run_dev(args: argparse.Namespace) -> int:
+    if args.action is not None:
+        if not args.node:
+            print(
+                f"aggapi dev {args.action}: name the node, e.g. `aggapi dev {args.action} edge-0`",
+                file=sys.stderr,
+            )
+            return 2
+        try:
+            print(labcontrol.request(Path(args.dir).resolve(), args.node, args.action))
+        except RuntimeError as exc:
+            print(f"aggapi dev {args.action} {args.node}: {exc}", file=sys.stderr)
+            return 1
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.nodes < 0:
         print("aggapi dev: --nodes must be 0 or more", file=sys.stderr)
@@ -102,6 +126,8 @@ def hints(lab: Lab) -> str:
             f"  {k} exec -it {pod} -- sh",
             f"  {k} port-forward pod/{pod} 8080:8080   # an echo server",
             f"  {k} get --raw /api/v1/nodes/{n}/proxy/healthz",
+            "\nCut and restore a node's cloud link (autonomy, health verdicts):",
+            f"  aggapi dev --dir {lab.state} cut {n}     # and: ... heal {n}",
         ]
     return "\n".join(lines) + "\n\nPress Ctrl-C to stop."
 
@@ -112,10 +138,14 @@ def run_lab(
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
     lab = Lab(LabConfig(state, port, aggapi_port, nodes=nodes, tunnel_port=tunnel_port))
+    control = labcontrol.ControlPoller(lab.state, lambda node, action: control_link(lab, node, action))
+    pid_file = lab.state / labcontrol.PID_FILE
     try:
         lab.start()
+        pid_file.write_text(f"{os.getpid()}\n")
         print(hints(lab), flush=True)
         while not stop["now"]:
+            control.poll()
             for c in lab.children.values():
                 if not c.running:
                     print(f"{c.name} exited; see {c.log_file}", file=sys.stderr)
@@ -127,9 +157,26 @@ def run_lab(
         print(f"aggapi dev: {exc}", file=sys.stderr)
         return 1
     finally:
+        pid_file.unlink(missing_ok=True)
         lab.stop()
         print("stopped.", flush=True)
     return 0
+
+
+def control_link(lab: Lab, node: str, action: str) -> str:
+    """What `aggapi dev cut|heal <node>` does inside the running lab."""
+    names = [n.name for n in lab.edge.nodes] if lab.edge is not None else []
+    if node not in names:
+        raise RuntimeError(f"no edge node {node!r} in this lab (nodes: {', '.join(names) or 'none'})")
+    if action == "cut":
+        if lab.link_is_cut(node):
+            return f"{node}: the cloud link was already cut"
+        lab.cut_link(node)
+        return f"{node}: cloud link cut (tunnel agent stopped; heartbeats, votes and API traffic refused)"
+    if not lab.link_is_cut(node):
+        return f"{node}: the cloud link is up"
+    lab.heal_link(node)
+    return f"{node}: cloud link restored"
 
 
 __all__ = ["APISERVICE", "Lab", "LabConfig", "LabPKI", "etcd_binary", "make_pki", "run_lab"]

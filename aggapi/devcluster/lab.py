@@ -216,6 +216,25 @@ class Lab:
     def stop_agent(self, node: str) -> None:
         self.stop_child(f"agent-{node}")
 
+    def cut_link(self, node: str) -> None:
+        """Cut a node's cloud link as a network would: its tunnel agent stops and its relay to the
+        devcluster resets every connection and refuses new ones (heartbeats, votes, and whatever else
+        the node sends to kube-apiserver)."""
+        assert self.edge is not None
+        self.stop_agent(node)
+        self.edge.relays[node].cut()
+
+    def heal_link(self, node: str) -> None:
+        assert self.edge is not None
+        self.edge.relays[node].heal()
+        if f"agent-{node}" not in self.children:
+            self.start_agent(node)
+
+    def link_is_cut(self, node: str) -> bool:
+        assert self.edge is not None
+        relay = self.edge.relays.get(node)
+        return relay is not None and relay.is_cut
+
     def stop_child(self, name: str) -> None:
         c = self.children.pop(name, None)
         if c is not None:
@@ -360,6 +379,7 @@ class Lab:
             self._start_devcluster()
             if self.edge is not None:
                 say(f"registering {len(self.edge.nodes)} edge nodes and starting their kubelet-sims ...")
+                self.edge.start_links()
                 self.edge.register(self.admin())
                 self.edge.start_sims()
             say(f"starting aggapi on {self.aggapi_url} (delegating authn/authz to the devcluster) ...")
@@ -398,3 +418,5 @@ class Lab:
         order += [n for n in self.children if n.startswith("kubelet-")] + ["devcluster", "etcd"]
         for name in order + list(self.children):
             self.stop_child(name)
+        if self.edge is not None:
+            self.edge.stop_links()

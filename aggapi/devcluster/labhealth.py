@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 PEER_PORT = 10266
 VOTE_PATH = "/apis/edge.aggapi.io/v1alpha1/edgenodes/{target}/health"
 # Where a cut-off node's votes go: nothing listens on port 1, so they queue on the node (pending votes).
-UNREACHABLE_VOTE_URL = "https://127.0.0.1:1" + VOTE_PATH
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,11 +97,10 @@ class LabHealth:
 
     # ---- one node's agent ------------------------------------------------------------------------
 
-    def start(self, name: str, votes: bool = True) -> None:
-        """Start a node's health agent; with votes=False its votes cannot reach the cloud."""
+    def start(self, name: str) -> None:
+        """Start a node's health agent; its votes go to kube-apiserver over the node's cloud link."""
         node = self.edge.node(name)
-        url = self.lab.url + VOTE_PATH if votes else UNREACHABLE_VOTE_URL
-        self.lab.start_child(f"health-{name}", self.args(node, url))
+        self.lab.start_child(f"health-{name}", self.args(node, self.edge.link(node) + VOTE_PATH))
 
     def stop(self, name: str) -> None:
         self.lab.stop_child(f"health-{name}")
@@ -114,15 +112,12 @@ class LabHealth:
     # ---- scenarios -------------------------------------------------------------------------------
 
     def cut_link(self, name: str) -> None:
-        """Cut a node's cloud link: its tunnel agent stops and its kubelet-sim runs on without heartbeats;
-        its kubelet port and health agent stay up, so its peers still see it. (Its own votes about its
-        peers still get through: they do not change its own verdict.)"""
-        self.lab.stop_agent(name)
-        self._restart_sim(name, heartbeats=False)
+        """Cut a node's cloud link (Lab.cut_link: tunnel, heartbeats, votes); its kubelet port and health
+        agent stay up, so its peers still see it."""
+        self.lab.cut_link(name)
 
     def restore_link(self, name: str) -> None:
-        self._restart_sim(name, heartbeats=True)
-        self.lab.start_agent(name)
+        self.lab.heal_link(name)
 
     def stop_node(self, name: str) -> None:
         """Stop a node entirely: tunnel agent, health agent and kubelet-sim."""
@@ -136,17 +131,12 @@ class LabHealth:
         self.lab.start_agent(name)
 
     def cut_pool(self, pool: str) -> None:
-        """Cut a whole pool off the cloud: every member's tunnel agent, heartbeats and vote posting
-        (health agents restarted with an unreachable --vote-url), while they still probe each other."""
+        """Cut a whole pool off the cloud: every member's link, while they still probe each other."""
         for n in self.pool(pool):
             self.cut_link(n.name)
-            self.stop(n.name)
-            self.start(n.name, votes=False)
 
     def restore_pool(self, pool: str) -> None:
         for n in self.pool(pool):
-            self.stop(n.name)
-            self.start(n.name)
             self.restore_link(n.name)
 
     def recreate_pod(self, name: str) -> None:

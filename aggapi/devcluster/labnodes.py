@@ -23,8 +23,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from aggapi.devcluster.labkit import Child, JSONClient, wait_for
+from aggapi.devcluster.labrelay import Relay
 from aggapi.devcluster.pki import DevclusterPKI
 from certs.files import load_or_create_ca, write_pair
 from certs.pki import issue_client, issue_serving
@@ -163,6 +165,8 @@ class LabNodes:
         self.nodes = nodes
         self._start_child = start_child
         self.api_server = api_server  # the devcluster, where the kubelet-sims heartbeat to
+        # Each node's "cloud link": a relay to the devcluster that `aggapi dev cut` can break.
+        self.relays: dict[str, Relay] = {}
         self.heartbeat_interval = heartbeat_interval
         self.egress_uds = _socket_path(state / "egress.sock")
         self.egress_config = state / "egress-selector.yaml"
@@ -174,6 +178,28 @@ class LabNodes:
 
     def node(self, name: str) -> EdgeNode:
         return next(n for n in self.nodes if n.name == name)
+
+    def start_links(self) -> None:
+        """One relay per node in front of the devcluster: everything a node sends to kube-apiserver
+        (heartbeats, votes) goes through it."""
+        if not self.api_server:
+            return
+        port = urlsplit(self.api_server).port or 443
+        for n in self.nodes:
+            if n.name not in self.relays:
+                relay = Relay(n.name, "127.0.0.1", port)
+                relay.start()
+                self.relays[n.name] = relay
+
+    def stop_links(self) -> None:
+        for relay in self.relays.values():
+            relay.stop()
+        self.relays.clear()
+
+    def link(self, node: EdgeNode) -> str:
+        """The URL of kube-apiserver as this node reaches it (through its relay once started)."""
+        relay = self.relays.get(node.name)
+        return relay.url if relay is not None else self.api_server
 
     def _dir(self, node: EdgeNode) -> Path:
         return self.state / "nodes" / node.name
@@ -212,7 +238,7 @@ class LabNodes:
             return []
         d = self._dir(node)
         return [
-            f"--api-server={self.api_server}",
+            f"--api-server={self.link(node)}",
             f"--api-client-cert-file={d / 'heartbeat.crt'}",
             f"--api-client-key-file={d / 'heartbeat.key'}",
             f"--api-ca-file={DevclusterPKI(self.pki_dir).ca}",

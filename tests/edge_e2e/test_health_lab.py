@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -18,10 +22,11 @@ from support.aggapi import kubectl
 from support.etcd import EtcdServer
 from support.lab import EXTRA_POLICY, EXTRA_TOKENS, free_node_addresses
 
+from aggapi.devcluster import labcontrol
 from aggapi.devcluster.labhealth import PEER_PORT, HealthTiming
 from aggapi.devcluster.labkit import free_port
 from aggapi.devcluster.labnodes import check_bindable
-from aggapi.devlab import Lab, LabConfig
+from aggapi.devlab import Lab, LabConfig, control_link
 
 pytestmark = pytest.mark.slow
 
@@ -191,4 +196,52 @@ def test_pool_cut_off_is_unknown(lab: Lab) -> None:
         assert all(health(lab, n)["verdict"] == "Healthy" for n in HANGZHOU)
     finally:
         lab.health.restore_pool("beijing")
+    all_healthy(lab)
+
+
+def aggapi_dev(lab: Lab, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "aggapi", "dev", "--dir", str(lab.state), *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+
+
+def test_aggapi_dev_cut_and_heal_commands(lab: Lab) -> None:
+    """`aggapi dev --dir DIR cut|heal <node>` from another process, as a user runs it beside the lab."""
+    assert aggapi_dev(lab, "cut", "edge-3").returncode == 1  # no lab answers in DIR yet
+    (lab.state / labcontrol.PID_FILE).write_text(f"{os.getpid()}\n")  # this process plays `aggapi dev`
+    poller = labcontrol.ControlPoller(lab.state, lambda node, action: control_link(lab, node, action))
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            poller.poll()
+            time.sleep(0.1)
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        all_healthy(lab)
+        res = aggapi_dev(lab, "cut", "edge-3")
+        assert res.returncode == 0 and "cloud link cut" in res.stdout, res.stderr
+        assert lab.link_is_cut("edge-3") and "agent-edge-3" not in lab.children
+        eventually(
+            "edge-3 NotReady (no heartbeat)", lambda: ready(lab, "edge-3") in ("Unknown", "False") or None
+        )
+        assert aggapi_dev(lab, "cut", "edge-3").stdout.strip() == "edge-3: the cloud link was already cut"
+        bad = aggapi_dev(lab, "cut", "edge-99")
+        assert bad.returncode == 1 and "no edge node 'edge-99'" in bad.stderr, bad
+        res = aggapi_dev(lab, "heal", "edge-3")
+        assert res.returncode == 0 and "restored" in res.stdout, res.stderr
+        eventually("edge-3 Ready again", lambda: ready(lab, "edge-3") == "True" or None)
+        assert "agent-edge-3" in lab.children
+    finally:
+        stop.set()
+        thread.join(5)
+        if lab.link_is_cut("edge-3"):
+            lab.heal_link("edge-3")
+        (lab.state / labcontrol.PID_FILE).unlink(missing_ok=True)
     all_healthy(lab)
