@@ -3,7 +3,8 @@ own loopback address (peer port 10266) with a peer certificate CN=system:node:<n
 (serverAuth + clientAuth) from the devcluster's client CA. Its peers trust that CA (`--ca`), and so does
 the devcluster, where the agent posts its votes like kubectl would: `https://<devcluster>/apis/
 edge.aggapi.io/v1alpha1/edgenodes/{target}/health`, aggregated to aggapi with the node's identity.
-The peers are the other nodes of its pool, from a peers file the lab writes.
+The peers are the other nodes of its pool, which the agent reads from its NodePool's topology through
+kube-apiserver (`--api-server`, the node's cloud link), where it also posts its votes.
 
 The failure scenarios of the lab are here too: cut a node's cloud link, stop a node entirely, cut a
 whole pool off the cloud, and put each back; and put a node's sample pod back once aggapi's health
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
     from aggapi.devcluster.lab import Lab
 
 PEER_PORT = 10266
-VOTE_PATH = "/apis/edge.aggapi.io/v1alpha1/edgenodes/{target}/health"
 # Where a cut-off node's votes go: nothing listens on port 1, so they queue on the node (pending votes).
 
 
@@ -60,7 +60,7 @@ class LabHealth:
     # ---- files -----------------------------------------------------------------------------------
 
     def prepare_files(self) -> None:
-        """Each node's peer certificate and peers file (the other members of its pool)."""
+        """Each node's peer certificate."""
         client_ca = self.pki.client_ca_pair()
         for n in self.edge.nodes:
             check_bindable(n.address, PEER_PORT)
@@ -68,10 +68,8 @@ class LabHealth:
             name, orgs = f"system:node:{n.name}", ["system:nodes"]
             cert = issue_peer(client_ca, common_name=name, organizations=orgs, ips=[n.address])
             write_pair(cert, d / "health.crt", d / "health.key")
-            peers = [f"{p.name}={p.address}\n" for p in self.pool(n.pool) if p != n]
-            (d / "peers").write_text(f"# pool {n.pool}, written by the lab\n" + "".join(peers))
 
-    def args(self, node: EdgeNode, vote_url: str) -> list[str]:
+    def args(self, node: EdgeNode, api_server: str) -> list[str]:
         d, t = self._dir(node), self.timing
         return [
             sys.executable,
@@ -83,8 +81,7 @@ class LabHealth:
             f"--cert={d / 'health.crt'}",
             f"--key={d / 'health.key'}",
             f"--ca={self.pki.client_ca}",
-            f"--peers-file={d / 'peers'}",
-            f"--vote-url={vote_url}",
+            f"--api-server={api_server}",  # members from its pool's topology; votes to .../health
             f"--vote-ca={self.pki.ca}",
             f"--state-dir={d / 'health'}",
             f"--peer-port={PEER_PORT}",
@@ -100,7 +97,7 @@ class LabHealth:
     def start(self, name: str) -> None:
         """Start a node's health agent; its votes go to kube-apiserver over the node's cloud link."""
         node = self.edge.node(name)
-        self.lab.start_child(f"health-{name}", self.args(node, self.edge.link(node) + VOTE_PATH))
+        self.lab.start_child(f"health-{name}", self.args(node, self.edge.link(node)))
 
     def stop(self, name: str) -> None:
         self.lab.stop_child(f"health-{name}")

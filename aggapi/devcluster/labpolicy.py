@@ -80,6 +80,11 @@ def node_rules(names: list[str]) -> str:
         '    verbs: ["create", "get"]',
         '    apiGroups: ["edge.aggapi.io"]',
         '    resources: ["edgenodes/health"]',
+        "  # ... and read their pool's members (names and addresses, as Nodes are readable by kubelets)",
+        '  - groups: ["system:nodes"]',
+        '    verbs: ["get"]',
+        '    apiGroups: ["edge.aggapi.io"]',
+        '    resources: ["nodepools/topology"]',
     ]
     for n in names:
         out += [
@@ -102,8 +107,10 @@ def write_policy(path: Path, nodes: list[str], extra: str, say: Callable[[str], 
     """Written on the first run, then the user's to edit (kept as it is)."""
     if not path.exists():
         path.write_text(LAB_POLICY + node_rules(nodes) + extra)
-    elif any(f'"system:node:{n}"' not in path.read_text() for n in nodes):
+    elif "nodepools/topology" not in (text := path.read_text()) or any(
+        f'"system:node:{n}"' not in text for n in nodes
+    ):
         say(
-            f"warning: {path} (kept from an earlier run) lacks some nodes' heartbeat rules; "
+            f"warning: {path} (kept from an earlier run) lacks some nodes' heartbeat or health rules; "
             "delete it to have it written again (docs/devcluster.md)"
         )

@@ -19,6 +19,7 @@ import aiohttp
 
 from edge.health.config import HealthConfig, PeersFile
 from edge.health.hysteresis import Hysteresis
+from edge.health.members import MembersFeed
 from edge.health.peerserver import PeerServer
 from edge.health.prober import Peer, Prober, ProbeResult
 from edge.health.selection import PeerSelector
@@ -29,6 +30,7 @@ from edge.tunnel.creds import TLSFiles
 log = logging.getLogger(__name__)
 
 STORE_FILE = "pending-votes.json"
+MEMBERS_FILE = "members"
 
 
 class HealthAgent:
@@ -60,8 +62,21 @@ class HealthAgent:
         self.hysteresis = Hysteresis(config.failure_threshold, config.success_threshold)
         store_path = config.state_dir / STORE_FILE if config.state_dir is not None else None
         self.store = VoteStore(store_path, config.max_pending_votes)
-        self.poster = VotePoster(config.vote_url, lambda: self.tls.vote_client, timeout=config.vote_timeout)
+        self.poster = VotePoster(
+            config.effective_vote_url, lambda: self.tls.vote_client, timeout=config.vote_timeout
+        )
         self._peers_file = PeersFile(config.peers_file) if config.peers_file is not None else None
+        self.feed: MembersFeed | None = None
+        self._members_read_at: float | None = None
+        if config.api_server:
+            cache = config.state_dir / MEMBERS_FILE if config.state_dir is not None else None
+            self.feed = MembersFeed(
+                config.api_server,
+                config.node_name,
+                lambda: self.tls.vote_client,
+                timeout=config.vote_timeout,
+                cache=cache,
+            )
         self.members: dict[str, Peer] = {}
         self.set_members(dict(config.peers))
         self.server = PeerServer(self.tls.server, self.members.get, self.direct_probe, self.health)
@@ -92,6 +107,10 @@ class HealthAgent:
     @contextlib.asynccontextmanager
     async def serving(self) -> AsyncIterator[None]:
         """Recover pending votes and serve the peer endpoint (without the loops: tests drive periods)."""
+        if self.feed is not None:
+            saved = await asyncio.to_thread(self.feed.load)
+            if saved is not None:  # until the cluster answers (it may be unreachable)
+                self.set_members(saved)
         recovered = await asyncio.to_thread(self.store.recover)
         if recovered:
             log.info("health agent: recovered %d pending votes", recovered)
@@ -145,7 +164,7 @@ class HealthAgent:
 
     async def flush(self) -> bool:
         """Post the pending votes (oldest first); keep the rest on disk. True when nothing is left."""
-        if not self.config.vote_url:
+        if not self.config.effective_vote_url:
             return True
         votes = sorted(self.store.pending.values(), key=lambda v: v.get("observedAt", ""))
         if votes:
@@ -173,6 +192,9 @@ class HealthAgent:
         return ProbeResult(any(a.ok for a in answers), detail)
 
     async def _refresh_members(self) -> None:
+        if self.feed is not None:
+            await self._read_members()
+            return
         if self._peers_file is None:
             return
         try:
@@ -183,6 +205,27 @@ class HealthAgent:
         if peers is not None:
             log.info("health agent: pool members now %s", sorted(peers))
             self.set_members(peers)
+
+    async def _read_members(self) -> None:
+        assert self.feed is not None
+        now = self.clock()
+        if self._members_read_at is not None and now - self._members_read_at < self.config.members_refresh:
+            return
+        self._members_read_at = now
+        try:
+            members = await self.feed.fetch()
+        except Exception as e:  # the cloud may be unreachable: keep probing the members we know
+            log.warning("health agent: cannot read the pool members from %s: %s", self.config.api_server, e)
+            return
+        if set(members) - {self.config.node_name} != set(self.members) or any(
+            self.members[n].address != a for n, a in members.items() if n in self.members
+        ):
+            log.info("health agent: pool %s members now %s", self.feed.pool or "(none)", sorted(members))
+            self.set_members(members)
+        try:
+            await asyncio.to_thread(self.feed.save, members)
+        except OSError as e:
+            log.warning("health agent: cannot keep the members in %s: %s", self.feed.cache, e)
 
     async def _probe_loop(self) -> None:
         while True:

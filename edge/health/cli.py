@@ -31,7 +31,18 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--ca", required=True, type=Path, help="the node CA (peers are verified against it)")
     p.add_argument("--peers", default="", help="pool members name=addr,... (this node is ignored)")
     p.add_argument("--peers-file", type=Path, help="pool members, name=addr per line; re-read when rewritten")
-    p.add_argument("--vote-url", default="", help="https://.../edgenodes/{target}/health ('' = no posting)")
+    p.add_argument(
+        "--api-server",
+        default="",
+        help="kube-apiserver URL: pool members from this node's NodePool topology (replacing --peers and "
+        "--peers-file), and the default --vote-url",
+    )
+    p.add_argument("--members-refresh", type=float, default=60.0, help="seconds between membership reads")
+    p.add_argument(
+        "--vote-url",
+        default="",
+        help="https://.../edgenodes/{target}/health ('' = from --api-server, or no posting)",
+    )
     p.add_argument("--vote-ca", type=Path, help="CA of the vote server (default --ca)")
     p.add_argument("--state-dir", type=Path, help="keep unsent votes here across restarts")
     p.add_argument("--peer-port", type=int, default=DEFAULT_PEER_PORT)
@@ -61,6 +72,8 @@ def config_from(args: argparse.Namespace) -> HealthConfig:
         ca_file=args.ca,
         peers=tuple(parse_peers(args.peers).items()),
         peers_file=args.peers_file,
+        api_server=args.api_server,
+        members_refresh=args.members_refresh,
         vote_url=args.vote_url,
         vote_ca_file=args.vote_ca,
         state_dir=args.state_dir,

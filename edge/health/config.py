@@ -19,7 +19,10 @@ class HealthConfig:
     ca_file: Path  # the node CA: peers are verified against it
     peers: tuple[tuple[str, str], ...] = ()  # static members (name, address); self is ignored
     peers_file: Path | None = None  # re-read when rewritten; its members replace --peers
-    vote_url: str = ""  # with {target}; '' keeps votes local only
+    # kube-apiserver (node cert): pool members from the node's NodePool topology, and the default vote URL
+    api_server: str = ""
+    members_refresh: float = 60.0
+    vote_url: str = ""  # with {target}; '' keeps votes local only (or derives it from api_server)
     vote_ca_file: Path | None = None  # CA of the vote server; default ca_file
     state_dir: Path | None = None  # pending votes survive restarts here
     peer_port: int = DEFAULT_PEER_PORT
@@ -33,6 +36,12 @@ class HealthConfig:
     max_pending_votes: int = 1024
     vote_timeout: float = 5.0
     cert_check_interval: float = 10.0
+
+    @property
+    def effective_vote_url(self) -> str:
+        if self.vote_url or not self.api_server:
+            return self.vote_url
+        return self.api_server.rstrip("/") + "/apis/edge.aggapi.io/v1alpha1/edgenodes/{target}/health"
 
     def validate(self) -> list[str]:
         errors = []
@@ -55,6 +64,7 @@ class HealthConfig:
             ("--probe-timeout", self.probe_timeout),
             ("--vote-timeout", self.vote_timeout),
             ("--cert-check-interval", self.cert_check_interval),
+            ("--members-refresh", self.members_refresh),
         ):
             if seconds <= 0:
                 errors.append(f"{name} must be positive")

@@ -20,6 +20,7 @@ from certs.pki import CertKeyPair, issue_client, issue_peer, issue_serving, new_
 from edge.health.agent import HealthAgent
 from edge.health.config import HealthConfig
 from edge.health.hysteresis import Hysteresis
+from edge.health.members import MembersFeed, node_address
 from edge.health.prober import Peer, Prober, ProbeResult
 from edge.health.selection import PeerSelector
 
@@ -338,3 +339,24 @@ async def test_run_starts_and_stops_named_tasks(ca: CertKeyPair, tmp_path: Path,
     with contextlib.suppress(asyncio.CancelledError):
         await task
     assert agent.health() == "the health agent is not running"
+
+
+def test_members_from_the_pool_topology_are_kept_for_an_offline_restart(tmp_path: Path) -> None:
+    entry = {
+        "name": "edge-1",
+        "addresses": [
+            {"type": "Hostname", "address": "edge-1"},
+            {"type": "InternalIP", "address": "10.0.0.2"},
+        ],
+    }
+    assert node_address(entry) == "10.0.0.2"
+    assert node_address({"name": "x", "addresses": [{"type": "Hostname", "address": "x.local"}]}) == "x.local"
+    assert node_address({"name": "y"}) is None
+    feed = MembersFeed(
+        "https://kas", "edge-0", ssl.create_default_context, timeout=1, cache=tmp_path / "members"
+    )
+    assert feed.load() is None
+    feed.pool = "hangzhou"
+    feed.save({"edge-0": "10.0.0.1", "edge-1": "10.0.0.2"})
+    assert feed.load() == {"edge-0": "10.0.0.1", "edge-1": "10.0.0.2"}
+    assert (tmp_path / "members").read_text().startswith("# pool hangzhou")
