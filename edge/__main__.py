@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from edge.health import cli as health_cli
 from edge.kubelet_sim import cli as kubelet_sim_cli
+from edge.shadow import cli as shadow_cli
 from edge.tunnel import cli as tunnel_cli
 
 VERSION = "0.1.0"
@@ -18,6 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="aggapi-edge", description="aggapi edge-node components")
     parser.add_argument("--version", action="version", version=f"aggapi-edge {VERSION}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    shadow_cli.add_parser(subparsers)
     tunnel_cli.add_parser(subparsers)
     kubelet_sim_cli.add_parser(subparsers)
     health_cli.add_parser(subparsers)

@@ -1,0 +1,60 @@
+"""The shadow-apiserver's configuration record (built by the CLI or by a lab; never read from env)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+DEFAULT_COMPONENTS = ("kubelet", "kube-proxy", "coredns", "flanneld", "aggapi-edge")
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowConfig:
+    node_name: str
+    servers: tuple[str, ...]  # https://host:port of kube-apiserver(s), tried in order (failover)
+    ca_file: Path  # verifies kube-apiserver
+    cert_file: Path  # the node's client cert (the kubelet's, CN=system:node:<node>); re-read when it changes
+    key_file: Path
+    cache_dir: Path
+    bind_address: str = "127.0.0.1"
+    port: int = 10261  # plain HTTP (loopback only)
+    secure_port: int = 10268  # HTTPS with tls_cert_file/tls_private_key_file; 0 disables
+    tls_cert_file: Path | None = None
+    tls_private_key_file: Path | None = None
+    health_port: int = 10267  # /healthz /readyz /metrics; 0 disables
+    components: tuple[str, ...] = DEFAULT_COMPONENTS  # "*" = every client
+    probe_period: float = 10.0
+    probe_timeout: float = 2.0
+    unhealthy_after: int = 3
+    healthy_after: int = 2
+    max_requests_inflight: int = 250  # non-watch requests; 0 = no limit
+    request_timeout: float = 60.0  # one upstream non-watch request
+    connect_timeout: float = 3.0  # reaching one upstream server (then the next is tried)
+    bookmark_interval: float = 30.0  # offline watches with allowWatchBookmarks=true
+    cert_check_interval: float = 10.0
+    fsync: bool = True  # fsync each cache file before it replaces the old one
+
+    def validate(self) -> list[str]:
+        errors: list[str] = []
+        if not self.node_name:
+            errors.append("--node-name is required")
+        if not self.servers:
+            errors.append("at least one --server https://host:port is required")
+        for s in self.servers:
+            u = urlsplit(s)
+            if u.scheme not in ("https", "http") or not u.hostname:
+                errors.append(f"--server {s!r}: want https://host:port")
+        if self.secure_port and not (self.tls_cert_file and self.tls_private_key_file):
+            errors.append(
+                "--secure-port needs --tls-cert-file and --tls-private-key-file (or --secure-port=0)"
+            )
+        if not self.components:
+            errors.append("--cache-agents must name at least one component (or '*')")
+        if self.unhealthy_after < 1 or self.healthy_after < 1:
+            errors.append("--unhealthy-after and --healthy-after must be at least 1")
+        if self.probe_period <= 0 or self.probe_timeout <= 0:
+            errors.append("--probe-period and --probe-timeout must be positive")
+        if self.max_requests_inflight < 0:
+            errors.append("--max-requests-inflight must not be negative")
+        return errors

@@ -1,0 +1,188 @@
+"""The shadow-apiserver process: loads the disk cache, serves the proxy on the HTTP and HTTPS ports and
+/healthz /readyz /metrics on the health port, probes the cloud, and switches between remote and local.
+
+Entry points: `run_shadow(cfg, filters)` (until cancelled) or `Shadow(cfg, filters)` with
+`start()`/`stop()` for callers that want the bound ports (port 0 = any free port)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Sequence
+
+from aiohttp import web
+from prometheus_client.exposition import choose_encoder
+
+from edge.shadow.cache import Cache
+from edge.shadow.config import ShadowConfig
+from edge.shadow.disk import DiskStore
+from edge.shadow.filters import ObjectFilter
+from edge.shadow.health import CloudHealth, Sleep
+from edge.shadow.local import Local
+from edge.shadow.metrics import ShadowMetrics
+from edge.shadow.proxy import Proxy
+from edge.shadow.reconcile import PendingWrites, Reconnector
+from edge.shadow.remote import Upstream
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 4 * 1024 * 1024  # kube-apiserver takes up to 3 MiB objects
+
+
+class Shadow:
+    def __init__(
+        self, cfg: ShadowConfig, filters: Sequence[ObjectFilter] = (), *, sleep: Sleep = asyncio.sleep
+    ) -> None:
+        errors = cfg.validate()
+        if errors:
+            raise ValueError("; ".join(errors))
+        self.cfg = cfg
+        self.store = DiskStore(cfg.cache_dir, fsync=cfg.fsync)
+        self.cache = Cache(self.store, cfg.components)
+        self.metrics = ShadowMetrics(lambda: len(self.cache.objects))
+        self.upstream = Upstream(cfg)
+        self.pending = PendingWrites(self.store, {})
+        self.local = Local(self.cache, self.pending, cfg.node_name, filters, cfg.bookmark_interval)
+        self.health = CloudHealth(
+            self.upstream.probe,
+            period=cfg.probe_period,
+            unhealthy_after=cfg.unhealthy_after,
+            healthy_after=cfg.healthy_after,
+            sleep=sleep,
+        )
+        self.proxy = Proxy(
+            cfg, self.cache, self.upstream, self.local, self.metrics, filters, self.health.decided
+        )
+        self.reconnector = Reconnector(
+            self.cache,
+            self.upstream,
+            self.local,
+            self.pending,
+            cfg.node_name,
+            self.metrics,
+            cfg.request_timeout,
+        )
+        self.health.listeners.append(self._on_health)
+        self.ports: dict[str, int] = {}
+        self._runners: list[web.AppRunner] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._was_online = False
+
+    # ---- lifecycle --------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        loaded = await self.cache.load()
+        self.pending.restore(self.cache.pending_raw)
+        log.info(
+            "shadow: cache %s loaded: %d objects, %d list views "
+            "(%d interrupted writes removed, %d files quarantined)",
+            self.cfg.cache_dir,
+            len(self.cache.objects),
+            len(self.cache.views),
+            loaded.removed_tmp,
+            loaded.quarantined,
+        )
+        await self.upstream.start()
+        try:
+            await self._serve()
+        except BaseException:
+            await self.stop()
+            raise
+        self._tasks = [
+            asyncio.create_task(self.health.run(), name="shadow-cloud-health"),
+            asyncio.create_task(self._watch_certs(), name="shadow-cert-reload"),
+        ]
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        self.proxy.close_watches()
+        for r in self._runners:
+            await r.cleanup()
+        self._runners = []
+        await self.upstream.close()
+        self.store.close()
+
+    async def run(self) -> None:
+        """Serve until cancelled."""
+        await self.start()
+        try:
+            await asyncio.gather(*self._tasks)
+        finally:
+            await self.stop()
+
+    async def _serve(self) -> None:
+        cfg = self.cfg
+        sites: list[tuple[str, int, ssl.SSLContext | None, web.Application]] = [
+            ("http", cfg.port, None, self._proxy_app())
+        ]
+        if cfg.secure_port and cfg.tls_cert_file and cfg.tls_private_key_file:
+            serving = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            serving.load_cert_chain(str(cfg.tls_cert_file), str(cfg.tls_private_key_file))
+            sites.append(("https", cfg.secure_port, serving, self._proxy_app()))
+        if cfg.health_port:
+            sites.append(("health", cfg.health_port, None, self._health_app()))
+        for name, port, ctx, app in sites:
+            runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+            await runner.setup()
+            self._runners.append(runner)
+            site = web.TCPSite(runner, cfg.bind_address, port, ssl_context=ctx)
+            await site.start()
+            self.ports[name] = int(runner.addresses[0][1])
+            log.info("shadow: serving %s on %s:%d", name, cfg.bind_address, self.ports[name])
+
+    def _proxy_app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_BODY)
+        app.router.add_route("*", "/{tail:.*}", self.proxy.handle)
+        return app
+
+    def _health_app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/metrics", self._metrics)
+        return app
+
+    # ---- health, metrics --------------------------------------------------------------------------
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        if not self.cache.loaded:
+            return web.Response(status=503, text="cache not loaded\n")
+        if not self.health.decided.is_set():
+            return web.Response(status=503, text="cloud health not probed yet\n")
+        mode = "online" if self.proxy.online else "offline (serving from cache)"
+        return web.Response(text=f"ok: {mode}\n")
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        encode, ctype = choose_encoder(request.headers.get("Accept", ""))
+        return web.Response(body=encode(self.metrics.registry), headers={"Content-Type": ctype})
+
+    # ---- switching --------------------------------------------------------------------------------
+
+    async def _on_health(self, healthy: bool) -> None:
+        if not healthy:
+            self.proxy.set_online(False)
+            self._was_online = False
+            return
+        # Back (or first up): relist cached views, close offline watches, push local writes, then go remote.
+        await self.reconnector.run()
+        self.metrics.reconnects.inc()
+        self.proxy.set_online(True)
+        self._was_online = True
+
+    async def _watch_certs(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.cert_check_interval)
+            if self.upstream.reload_if_changed():
+                self.metrics.cert_reloads.inc()
+
+
+async def run_shadow(cfg: ShadowConfig, filters: Sequence[ObjectFilter] = ()) -> None:
+    """Run a shadow-apiserver in this event loop until cancelled."""
+    await Shadow(cfg, filters).run()
