@@ -101,6 +101,7 @@ def kind(
     extra: Mapping[str, Any] | None = None,
     categories: tuple[str, ...] = (),
     defaults: Mapping[str, Any] | None = None,
+    selectable: tuple[str, ...] = (),
 ) -> ResourceDef:
     return ResourceDef(
         group=group,
@@ -116,6 +117,7 @@ def kind(
         categories=categories,
         printer_columns=columns,
         extra_subresources=extra_subresources,
+        selectable_fields=selectable,
         extra=extra or {},
         description=f"{kind_name} (stored schemaless by the aggapi devcluster).",
     )
@@ -146,6 +148,7 @@ CORE: tuple[ResourceDef, ...] = (
         short=("no",),
         status=True,
         on_create="keep",  # kubelets register with their status
+        selectable=("spec.unschedulable",),
         extra_subresources=("proxy",),  # served by kubelet.py, through the egress selector
         extra={
             "subresource_verbs": {"proxy": ["create", "delete", "get", "patch", "update"]},
@@ -173,6 +176,17 @@ CORE: tuple[ResourceDef, ...] = (
         ),
         initial_status={"phase": "Pending"},
         categories=_ALL,
+        # kube's PodToSelectableFields: what kubelets (spec.nodeName) and others select pods by
+        selectable=(
+            "spec.nodeName",
+            "spec.restartPolicy",
+            "spec.schedulerName",
+            "spec.serviceAccountName",
+            "spec.hostNetwork",
+            "status.phase",
+            "status.podIP",
+            "status.nominatedNodeName",
+        ),
         # streaming ones served by kubelet.py, through the egress selector; eviction by eviction.py
         extra_subresources=(*POD_STREAMING, "eviction"),
         extra={

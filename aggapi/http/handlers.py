@@ -95,7 +95,9 @@ class ResourceHandler:
 
     async def get(self, request: web.Request, info: RequestInfo) -> web.StreamResponse:
         target = negotiate(request.headers.get("Accept", ""))
-        rv = options.list_options(dict(request.query), namespaced=self.rdef.namespaced).resource_version
+        rv = options.list_options(
+            dict(request.query), namespaced=self.rdef.namespaced, selectable=self.rdef.selectable_fields
+        ).resource_version
         obj = await self.store.get(info.namespace, info.name, resource_version=rv)
         if target.shape == "table":
             include = request.query.get("includeObject", "Metadata")
@@ -109,7 +111,9 @@ class ResourceHandler:
 
     async def list(self, request: web.Request, info: RequestInfo) -> web.StreamResponse:
         target = negotiate(request.headers.get("Accept", ""))
-        opts = options.list_options(dict(request.query), namespaced=self.rdef.namespaced)
+        opts = options.list_options(
+            dict(request.query), namespaced=self.rdef.namespaced, selectable=self.rdef.selectable_fields
+        )
         result = await self.store.list(info.namespace, opts)
         return respond(
             self.render_list(result, target, request.query.get("includeObject", "Metadata")), target=target
@@ -140,7 +144,9 @@ class ResourceHandler:
 
     async def watch(self, request: web.Request, info: RequestInfo) -> web.StreamResponse:
         target = negotiate(request.headers.get("Accept", ""))
-        opts, timeout = options.watch_options(dict(request.query), namespaced=self.rdef.namespaced)
+        opts, timeout = options.watch_options(
+            dict(request.query), namespaced=self.rdef.namespaced, selectable=self.rdef.selectable_fields
+        )
         return await serve_watch(request, self.store, self.rdef, info.namespace, opts, timeout, target)
 
     # ---- writes -----------------------------------------------------------------------------------
@@ -231,7 +237,9 @@ class ResourceHandler:
 
     async def delete_collection(self, request: web.Request, info: RequestInfo) -> web.StreamResponse:
         _, policy, dry = options.delete_options(request.query, await self._delete_body(request))
-        opts = options.list_options(dict(request.query), namespaced=self.rdef.namespaced)
+        opts = options.list_options(
+            dict(request.query), namespaced=self.rdef.namespaced, selectable=self.rdef.selectable_fields
+        )
         items = await self.store.delete_collection(info.namespace, opts, propagation=policy, dry_run=dry)
         return respond(
             {"apiVersion": self.rdef.api_version, "kind": self.rdef.list_kind, "metadata": {}, "items": items}

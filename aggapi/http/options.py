@@ -42,17 +42,18 @@ def _check(kind: str, causes: list[apierrors.Cause]) -> None:
         raise apierrors.invalid("meta.k8s.io", kind, "", causes)
 
 
-def predicate(query: dict[str, str], *, namespaced: bool) -> Predicate:
+def predicate(query: dict[str, str], *, namespaced: bool, selectable: tuple[str, ...] = ()) -> Predicate:
     try:
         label = parse_label_selector(query.get("labelSelector", ""))
         field = parse_field_selector(query.get("fieldSelector", ""))
     except (SelectorError, ValueError) as exc:
         raise apierrors.bad_request(f"unable to parse requirement: {exc}") from None
-    allowed = SELECTABLE if namespaced else SELECTABLE[:1]
+    allowed = (*(SELECTABLE if namespaced else SELECTABLE[:1]), *selectable)
     for f in field.fields():
         if f not in allowed:
             raise apierrors.bad_request(f'"{f}" is not a known field selector: only "{", ".join(allowed)}"')
-    return Predicate(label, field)
+    used = tuple(f for f in selectable if f in field.fields())
+    return Predicate(label, field, used)
 
 
 def _int(query: dict[str, str], name: str) -> int:
@@ -80,7 +81,7 @@ def _rv(query: dict[str, str]) -> str:
     return rv
 
 
-def list_options(query: dict[str, str], *, namespaced: bool) -> ListOptions:
+def list_options(query: dict[str, str], *, namespaced: bool, selectable: tuple[str, ...] = ()) -> ListOptions:
     """ListOptions as kube's ValidateListOptions (422) and the storage layer (400) check them."""
     rv, match = _rv(query), query.get("resourceVersionMatch", "")
     token = query.get("continue", "")
@@ -113,7 +114,9 @@ def list_options(query: dict[str, str], *, namespaced: bool) -> ListOptions:
     _check("ListOptions", causes)
     if token and rv not in ("", "0"):
         raise apierrors.bad_request("specifying resource version is not allowed when using continue")
-    return ListOptions(rv, match, _int(query, "limit"), token, predicate(query, namespaced=namespaced))
+    return ListOptions(
+        rv, match, _int(query, "limit"), token, predicate(query, namespaced=namespaced, selectable=selectable)
+    )
 
 
 def _bool(query: dict[str, str], name: str) -> bool | None:
@@ -128,7 +131,9 @@ def _bool(query: dict[str, str], name: str) -> bool | None:
     raise apierrors.bad_request(f'{name}: invalid value "{raw}": must be a boolean')
 
 
-def watch_options(query: dict[str, str], *, namespaced: bool) -> tuple[WatchOptions, int]:
+def watch_options(
+    query: dict[str, str], *, namespaced: bool, selectable: tuple[str, ...] = ()
+) -> tuple[WatchOptions, int]:
     """WatchOptions as kube's validateWatchOptions checks them."""
     sie = _bool(query, "sendInitialEvents")
     bookmarks = bool(_bool(query, "allowWatchBookmarks"))
@@ -159,7 +164,7 @@ def watch_options(query: dict[str, str], *, namespaced: bool) -> tuple[WatchOpti
     _check("ListOptions", causes)
     opts = WatchOptions(
         resource_version=rv,
-        predicate=predicate(query, namespaced=namespaced),
+        predicate=predicate(query, namespaced=namespaced, selectable=selectable),
         allow_bookmarks=bookmarks,
         send_initial_events=sie,
     )

@@ -97,6 +97,8 @@ class ResourceDef:
     printer_columns: tuple[PrinterColumn, ...] = ()
     # Subresources served by handlers outside the generic store (e.g. "topology", "proxy").
     extra_subresources: tuple[str, ...] = ()
+    # Field selectors beyond metadata.name/namespace (kube's per-kind GetAttrs, e.g. a pod's spec.nodeName).
+    selectable_fields: tuple[str, ...] = ()
     verbs: tuple[str, ...] = (
         "create",
         "delete",

@@ -14,12 +14,21 @@ UpdateFunc = Callable[[Obj], Awaitable[Obj]]
 EventType = Literal["ADDED", "MODIFIED", "DELETED", "BOOKMARK", "ERROR"]
 
 
-def object_fields(obj: Obj) -> dict[str, str]:
-    """Fields every kind can be selected by (kube's DefaultClusterScopedAttr/DefaultNamespaceScopedAttr)."""
+def object_fields(obj: Obj, extra: tuple[str, ...] = ()) -> dict[str, str]:
+    """Fields every kind can be selected by (kube's DefaultClusterScopedAttr/DefaultNamespaceScopedAttr),
+    plus a kind's own selectable fields (dotted paths, e.g. a pod's spec.nodeName; absent reads as "")."""
     meta = obj.get("metadata") or {}
     fields = {"metadata.name": str(meta.get("name", ""))}
     if "namespace" in meta:
         fields["metadata.namespace"] = str(meta["namespace"])
+    for path in extra:
+        value: Any = obj
+        for part in path.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if isinstance(value, bool):
+            fields[path] = "true" if value else "false"  # Go's strconv.FormatBool
+        elif value is not None and not isinstance(value, dict | list):
+            fields[path] = str(value)
     return fields
 
 
@@ -27,6 +36,7 @@ def object_fields(obj: Obj) -> dict[str, str]:
 class Predicate:
     label: LabelSelector = field(default_factory=lambda: parse_label_selector(""))
     field: FieldSelector = field(default_factory=lambda: parse_field_selector(""))
+    selectable: tuple[str, ...] = ()  # the kind's own selectable fields the field selector may use
 
     @property
     def empty(self) -> bool:
@@ -38,7 +48,7 @@ class Predicate:
         meta = obj.get("metadata") or {}
         if not self.label.matches(meta.get("labels") or {}):
             return False
-        return self.field.matches(object_fields(obj))
+        return self.field.matches(object_fields(obj, self.selectable))
 
 
 EVERYTHING = Predicate()

@@ -281,3 +281,27 @@ def test_reapply_and_strategic_merge_patch(kc: Path, tmp_path: Path) -> None:
     )
     got = json.loads(ok(kubectl(kc, "get", "pod", "smp", "-n", "default", "-o", "json")))
     assert [(c["name"], c["image"]) for c in got["spec"]["containers"]] == [("a", "img:3"), ("b", "img:2")]
+
+
+def test_pods_are_selectable_by_node_as_kubelets_do(kc: Path, tmp_path: Path) -> None:
+    """kube's pod field selectors (spec.nodeName, status.phase, ...): a kubelet lists only its pods."""
+    ok(kubectl(kc, "create", "namespace", "fields"))
+    for name, node in (("on-a", "node-a"), ("on-b", "node-b"), ("nowhere", "")):
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": "fields"},
+            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "nginx"}]} if node else {},
+        }
+        (tmp_path / f"{name}.json").write_text(json.dumps(pod))
+        ok(kubectl(kc, "apply", "-f", str(tmp_path / f"{name}.json")))
+    names = ok(
+        kubectl(kc, "get", "pods", "-n", "fields", "--field-selector", "spec.nodeName=node-a", "-o", "name")
+    )
+    assert names.split() == ["pod/on-a"]
+    unbound = ok(
+        kubectl(kc, "get", "pods", "-n", "fields", "--field-selector", "spec.nodeName=", "-o", "name")
+    )
+    assert unbound.split() == ["pod/nowhere"]  # an absent field reads as "", as in kube
+    res = kubectl(kc, "get", "pods", "-n", "fields", "--field-selector", "spec.image=nginx")
+    assert res.returncode != 0 and '"spec.image" is not a known field selector' in res.stderr
