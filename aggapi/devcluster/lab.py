@@ -19,6 +19,7 @@ from aggapi.devcluster.labhealth import PEER_PORT, HealthTiming, LabHealth
 from aggapi.devcluster.labkit import Child, JSONClient, etcd_binary, free_port, wait_for
 from aggapi.devcluster.labnodes import LabNodes, plan_nodes
 from aggapi.devcluster.labpolicy import NAMESPACE, SA_USER, SERVICE, write_policy
+from aggapi.devcluster.labshadow import start_shadow
 from aggapi.devcluster.pki import ensure_pki
 from aggapi.kubeconfig import write_kubeconfig
 from certs.files import load_or_create_ca, write_pair
@@ -47,6 +48,8 @@ class LabConfig:
     node_monitor_period: str = "1s"
     health: HealthTiming = field(default_factory=HealthTiming)  # the nodes' health agents (labhealth.py)
     health_eviction_grace_period: str = "1m"  # aggapi's (its default 5m is too slow to watch)
+    shadows: bool = True  # a shadow-apiserver per node, which its kubelet-sim uses (labshadow.py)
+    shadow_probe_period: str = "1s"  # the shadows' cloud probe (default 10s; the lab is quicker)
     say: Callable[[str], None] = field(default=lambda msg: print(msg, flush=True))
 
 
@@ -66,7 +69,13 @@ class Lab:
         if cfg.nodes:
             nodes = plan_nodes(cfg.nodes, cfg.node_addresses)
             self.edge = LabNodes(
-                self.state, self.state / "pki", nodes, self.start_child, self.url, cfg.heartbeat_interval
+                self.state,
+                self.state / "pki",
+                nodes,
+                self.start_child,
+                self.url,
+                cfg.heartbeat_interval,
+                shadows=cfg.shadows,
             )
             self.health = LabHealth(self, cfg.health)
 
@@ -381,6 +390,10 @@ class Lab:
                 say(f"registering {len(self.edge.nodes)} edge nodes and starting their kubelet-sims ...")
                 self.edge.start_links()
                 self.edge.register(self.admin())
+                if self.cfg.shadows:
+                    say("starting the nodes' shadow-apiservers (upstream: each node's cloud link) ...")
+                    for n in self.edge.nodes:
+                        start_shadow(self.edge, n, self.cfg.shadow_probe_period)
                 self.edge.start_sims()
             say(f"starting aggapi on {self.aggapi_url} (delegating authn/authz to the devcluster) ...")
             self.start_aggapi()
@@ -415,7 +428,7 @@ class Lab:
     def stop(self) -> None:
         """Health agents, tunnel agents, aggapi, kubelets, the devcluster, etcd: each stopped by its PID."""
         order = [n for n in self.children if n.startswith(("health-", "agent-"))] + ["aggapi"]
-        order += [n for n in self.children if n.startswith("kubelet-")] + ["devcluster", "etcd"]
+        order += [n for n in self.children if n.startswith(("kubelet-", "shadow-"))] + ["devcluster", "etcd"]
         for name in order + list(self.children):
             self.stop_child(name)
         if self.edge is not None:

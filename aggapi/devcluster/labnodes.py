@@ -31,6 +31,8 @@ from aggapi.devcluster.pki import DevclusterPKI
 from certs.files import load_or_create_ca, write_pair
 from certs.pki import issue_client, issue_serving
 
+SHADOW_PORT = 10261  # labshadow.py: the node's shadow-apiserver (HTTP); 10267 health, 10268 HTTPS
+SHADOW_PORTS = (10261, 10267, 10268)
 KUBELET_PORT = 10250
 SAMPLE_PORT = 8080
 NAMESPACE = "default"
@@ -159,15 +161,18 @@ class LabNodes:
         start_child: Callable[[str, list[str]], Child],
         api_server: str = "",
         heartbeat_interval: str = "10s",
+        shadows: bool = False,
     ) -> None:
         self.state = state
         self.pki_dir = pki_dir
         self.nodes = nodes
-        self._start_child = start_child
+        self.start_child = start_child
         self.api_server = api_server  # the devcluster, where the kubelet-sims heartbeat to
         # Each node's "cloud link": a relay to the devcluster that `aggapi dev cut` can break.
         self.relays: dict[str, Relay] = {}
         self.heartbeat_interval = heartbeat_interval
+        # Each node runs a shadow-apiserver (labshadow.py) its kubelet-sim talks to kube-apiserver through.
+        self.shadows = shadows
         self.egress_uds = _socket_path(state / "egress.sock")
         self.egress_config = state / "egress-selector.yaml"
         self.kubelet_ca = pki_dir / "kubelet-ca.crt"
@@ -209,6 +214,9 @@ class LabNodes:
     def prepare_files(self) -> None:
         for n in self.nodes:
             check_bindable(n.address)
+            if self.shadows:
+                for port in SHADOW_PORTS:
+                    check_bindable(n.address, port)
         kubelet_ca = load_or_create_ca(self.pki_dir, "kubelet-ca", common_name="aggapi-lab-kubelet-ca")
         client_ca = load_or_create_ca(
             self.pki_dir, "kubelet-client-ca", common_name="aggapi-lab-kubelet-client-ca"
@@ -237,13 +245,22 @@ class LabNodes:
         if not self.api_server:
             return []
         d = self._dir(node)
+        timing = [
+            f"--node-lease-renew-interval={self.heartbeat_interval}",
+            f"--node-status-update-frequency={self.heartbeat_interval}",
+        ]
+        if self.shadows:  # through the node's shadow-apiserver, which adds the node's credentials
+            return [
+                f"--api-server=http://{node.address}:{SHADOW_PORT}",
+                f"--api-view-file={d / 'api-view.json'}",
+                *timing,
+            ]
         return [
             f"--api-server={self.link(node)}",
             f"--api-client-cert-file={d / 'heartbeat.crt'}",
             f"--api-client-key-file={d / 'heartbeat.key'}",
             f"--api-ca-file={DevclusterPKI(self.pki_dir).ca}",
-            f"--node-lease-renew-interval={self.heartbeat_interval}",
-            f"--node-status-update-frequency={self.heartbeat_interval}",
+            *timing,
         ]
 
     def devcluster_args(self) -> list[str]:
@@ -293,7 +310,7 @@ class LabNodes:
     def start_sim(self, n: EdgeNode, heartbeats: bool = True) -> Child:
         """Its kubelet-sim; without heartbeats it still serves (a node whose cloud link is cut)."""
         d = self._dir(n)
-        return self._start_child(
+        return self.start_child(
             f"kubelet-{n.name}",
             [
                 sys.executable,
@@ -316,7 +333,7 @@ class LabNodes:
 
     def start_agent(self, node: EdgeNode, server: str, server_ca: Path) -> Child:
         d = self._dir(node)
-        return self._start_child(
+        return self.start_child(
             f"agent-{node.name}",
             [
                 sys.executable,

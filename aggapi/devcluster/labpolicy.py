@@ -80,6 +80,16 @@ def node_rules(names: list[str]) -> str:
         '    verbs: ["create", "get"]',
         '    apiGroups: ["edge.aggapi.io"]',
         '    resources: ["edgenodes/health"]',
+        "  # what a kubelet reads (system:node role), and what kube-proxy reads, which in the lab goes",
+        "  # through the node's shadow-apiserver with the node's certificate (its own filter feed too)",
+        '  - groups: ["system:nodes"]',
+        '    verbs: ["get", "list", "watch"]',
+        '    apiGroups: ["", "discovery.k8s.io"]',
+        '    resources: ["pods", "services", "endpoints", "endpointslices", "nodes", "configmaps"]',
+        '  - groups: ["system:nodes"]',
+        '    verbs: ["get", "list", "watch"]',
+        '    apiGroups: ["edge.aggapi.io"]',
+        '    resources: ["nodepools"]',
         "  # ... and read their pool's members (names and addresses, as Nodes are readable by kubelets)",
         '  - groups: ["system:nodes"]',
         '    verbs: ["get"]',
@@ -107,7 +117,7 @@ def write_policy(path: Path, nodes: list[str], extra: str, say: Callable[[str], 
     """Written on the first run, then the user's to edit (kept as it is)."""
     if not path.exists():
         path.write_text(LAB_POLICY + node_rules(nodes) + extra)
-    elif "nodepools/topology" not in (text := path.read_text()) or any(
+    elif "through the node's shadow-apiserver" not in (text := path.read_text()) or any(
         f'"system:node:{n}"' not in text for n in nodes
     ):
         say(

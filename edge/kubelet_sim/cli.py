@@ -52,6 +52,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     hb = p.add_argument_group("heartbeats (Node Lease and Ready condition; all of them or none)")
     hb.add_argument("--api-server", default="", help="kube-apiserver URL, e.g. https://127.0.0.1:6443")
     hb.add_argument(
+        "--api-view-file",
+        type=Path,
+        help="list+watch this node's pods and the Services (as kubelet) and EndpointSlices (as kube-proxy) "
+        "from --api-server, and keep what is seen in this JSON file",
+    )
+    hb.add_argument(
         "--api-client-cert-file", type=Path, help="node client cert (CN=system:node:<name>, O=system:nodes)"
     )
     hb.add_argument("--api-client-key-file", type=Path)
@@ -83,9 +89,13 @@ def _heartbeat(args: argparse.Namespace) -> HeartbeatConfig | None:
     given = [args.api_server, args.api_client_cert_file, args.api_client_key_file, args.api_ca_file]
     if not any(given):
         return None
-    if not all(given):
+    if str(args.api_server).startswith("http://"):  # the node's shadow-apiserver adds the credentials
+        if any(given[1:]):
+            raise ValueError("an http:// --api-server (the shadow-apiserver) takes no client cert or CA")
+    elif not all(given):
         raise ValueError(
-            "--api-server, --api-client-cert-file, --api-client-key-file and --api-ca-file go together"
+            "--api-server, --api-client-cert-file, --api-client-key-file and --api-ca-file go together "
+            "(or an http:// --api-server: the node's shadow-apiserver)"
         )
     return HeartbeatConfig(
         args.api_server,
@@ -135,6 +145,7 @@ def config_from(args: argparse.Namespace) -> KubeletSimConfig:
         port_forwards=tuple(_port_mapping(s) for s in args.port_forward),
         log_tickers=tuple(_ticker(s) for s in args.log_ticker),
         heartbeat=_heartbeat(args),
+        api_view_file=args.api_view_file,
     )
 
 

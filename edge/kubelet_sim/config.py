@@ -85,3 +85,4 @@ class KubeletSimConfig:
     exec_path: str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     # Node Lease and Ready-condition heartbeats to kube-apiserver (heartbeat.py); None: no heartbeats.
     heartbeat: HeartbeatConfig | None = None
+    api_view_file: Path | None = None  # with heartbeat: list+watch like kubelet and kube-proxy (apiview.py)

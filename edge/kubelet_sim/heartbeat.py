@@ -30,16 +30,31 @@ LEASE_DURATION_SECONDS = 40  # the kubelet's nodeLeaseDurationSeconds default
 SMP = "application/strategic-merge-patch+json"
 
 
+KUBELET_USER_AGENT = "kubelet/v1.30.0 (linux/amd64) kubernetes/aggapi-sim"
+
+
 @dataclass(frozen=True, slots=True)
 class HeartbeatConfig:
-    api_server: str  # https://host:port of kube-apiserver
-    client_cert_file: Path
-    client_key_file: Path
-    ca_file: Path
+    # https://host:port of kube-apiserver, or http://<node>:10261, the node's shadow-apiserver, which
+    # adds the node's credentials itself (as a kubelet pointed at yurthub does)
+    api_server: str
+    client_cert_file: Path | None
+    client_key_file: Path | None
+    ca_file: Path | None
     lease_renew_interval: float = 10.0  # --node-lease-renew-interval
     status_update_frequency: float = 10.0  # --node-status-update-frequency
     lease_duration_seconds: int = LEASE_DURATION_SECONDS
     request_timeout: float = 10.0
+
+
+def api_ssl(cfg: HeartbeatConfig) -> ssl.SSLContext | bool:
+    """The TLS context for kube-apiserver (the node's client cert), or False for a plain-HTTP shadow."""
+    if cfg.api_server.startswith("http://"):
+        return False
+    ctx = ssl.create_default_context(cafile=str(cfg.ca_file) if cfg.ca_file else None)
+    if cfg.client_cert_file is not None:
+        ctx.load_cert_chain(str(cfg.client_cert_file), str(cfg.client_key_file or cfg.client_cert_file))
+    return ctx
 
 
 def micro_time(t: datetime) -> str:
@@ -90,15 +105,11 @@ class Heartbeat:
         self.lease_renewals = 0
         self.status_updates = 0
 
-    def _ssl(self) -> ssl.SSLContext:
-        ctx = ssl.create_default_context(cafile=str(self.cfg.ca_file))
-        ctx.load_cert_chain(str(self.cfg.client_cert_file), str(self.cfg.client_key_file))
-        return ctx
-
     async def run(self) -> None:
         """Heartbeat until cancelled."""
-        connector = aiohttp.TCPConnector(ssl=self._ssl())
-        async with aiohttp.ClientSession(connector=connector) as http:
+        connector = aiohttp.TCPConnector(ssl=api_ssl(self.cfg))
+        headers = {"User-Agent": KUBELET_USER_AGENT}
+        async with aiohttp.ClientSession(connector=connector, headers=headers) as http:
             tasks = [
                 asyncio.create_task(
                     self._every(self.cfg.lease_renew_interval, self.renew_lease, http), name="node-lease"

@@ -20,6 +20,7 @@ from aiohttp import hdrs, web
 
 from edge.aio import within
 from edge.kubelet_sim import portforward, transports
+from edge.kubelet_sim.apiview import ApiView
 from edge.kubelet_sim.config import KubeletSimConfig, PodObject
 from edge.kubelet_sim.echo import EchoServers
 from edge.kubelet_sim.heartbeat import Heartbeat
@@ -114,6 +115,11 @@ class KubeletSim:
                 beat = Heartbeat(cfg.node.name, cfg.heartbeat, cfg.clock)
                 tickers.append(asyncio.create_task(beat.run(), name=f"kubelet-sim:{cfg.node.name}:heartbeat"))
                 log.info("kubelet-sim %s heartbeating to %s", cfg.node.name, cfg.heartbeat.api_server)
+                if cfg.api_view_file is not None:
+                    view = ApiView(cfg.node.name, cfg.heartbeat, cfg.api_view_file)
+                    tickers.append(
+                        asyncio.create_task(view.run(), name=f"kubelet-sim:{cfg.node.name}:api-view")
+                    )
             log.info("kubelet-sim %s serving on %s", cfg.node.name, self.url)
             yield self
         finally:
