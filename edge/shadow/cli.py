@@ -10,6 +10,13 @@ import signal
 from pathlib import Path
 
 from edge.shadow.config import DEFAULT_COMPONENTS, ShadowConfig
+from edge.shadow.filters.config import (
+    DEFAULT_MASTER_HOST,
+    DEFAULT_MASTER_PORT,
+    MASTER_SERVICE,
+    SERVICE_TOPOLOGY,
+    FiltersConfig,
+)
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +95,37 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--cert-check-interval", type=duration, default=10.0, help="node cert file check (default 10s)"
     )
     p.add_argument("--cache-fsync", type=_bool, default=True, help="fsync cache files (default true)")
+    p.add_argument(
+        "--filters",
+        default=f"{SERVICE_TOPOLOGY},{MASTER_SERVICE}",
+        help="object filters to run, comma-separated; '--filters=' runs none (default %(default)s)",
+    )
+    p.add_argument(
+        "--master-service-host",
+        default=DEFAULT_MASTER_HOST,
+        help="masterservice: the shadow's IP address as pods reach it (default %(default)s)",
+    )
+    p.add_argument(
+        "--master-service-port",
+        type=int,
+        help="masterservice: the port pods use (default: --secure-port, 10268)",
+    )
+    p.add_argument(
+        "--servicetopology-agents",
+        default="kube-proxy,coredns",
+        help="components whose EndpointSlices/Endpoints are filtered; '*' = all (default %(default)s)",
+    )
+    p.add_argument(
+        "--masterservice-agents",
+        default="kubelet",
+        help="components that get the rewritten default/kubernetes Service (default %(default)s)",
+    )
+    p.add_argument(
+        "--topology-zone-is-nodepool",
+        type=_bool,
+        default=True,
+        help="the topologyKeys value kubernetes.io/zone means the NodePool, as in OpenYurt (default true)",
+    )
     p.add_argument("-v", "--verbose", action="count", default=0)
     p.set_defaults(func=run)
 
@@ -116,6 +154,26 @@ def config_from(args: argparse.Namespace) -> ShadowConfig:
         bookmark_interval=args.bookmark_interval,
         cert_check_interval=args.cert_check_interval,
         fsync=args.cache_fsync,
+        filters=filters_from(args),
+    )
+
+
+def _names(text: str) -> frozenset[str]:
+    return frozenset(n.strip() for n in text.split(",") if n.strip())
+
+
+def filters_from(args: argparse.Namespace) -> FiltersConfig:
+    port = args.master_service_port
+    if port is None:
+        port = args.secure_port or DEFAULT_MASTER_PORT  # pods reach the shadow's HTTPS listener
+    return FiltersConfig(
+        node_name=args.node_name,
+        enabled=_names(args.filters),
+        servicetopology_components=_names(args.servicetopology_agents),
+        masterservice_components=_names(args.masterservice_agents),
+        master_host=args.master_service_host,
+        master_port=port,
+        zone_key_is_nodepool=args.topology_zone_is_nodepool,
     )
 
 

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from edge.shadow.filters.config import FiltersConfig
+
 DEFAULT_COMPONENTS = ("kubelet", "kube-proxy", "coredns", "flanneld", "aggapi-edge")
 
 
@@ -34,6 +36,9 @@ class ShadowConfig:
     bookmark_interval: float = 30.0  # offline watches with allowWatchBookmarks=true
     cert_check_interval: float = 10.0
     fsync: bool = True  # fsync each cache file before it replaces the old one
+    # The object filters (docs/shadow-filters.md); None = no filtering (the in-process default, so
+    # callers that pass filters themselves keep working). The CLI always sets one.
+    filters: FiltersConfig | None = None
 
     def validate(self) -> list[str]:
         errors: list[str] = []
@@ -57,4 +62,10 @@ class ShadowConfig:
             errors.append("--probe-period and --probe-timeout must be positive")
         if self.max_requests_inflight < 0:
             errors.append("--max-requests-inflight must not be negative")
+        if self.filters is not None:
+            errors.extend(f"filters: {e}" for e in self.filters.validate())
+            if self.filters.node_name and self.filters.node_name != self.node_name:
+                errors.append(
+                    f"filters: node name {self.filters.node_name!r} is not --node-name {self.node_name!r}"
+                )
         return errors

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import aiohttp
@@ -69,6 +69,15 @@ class Proxy:
         if not online:
             for resp in list(self._online_watches):  # clients re-watch and are served locally
                 resp.close()
+
+    @contextlib.contextmanager
+    def online_watch(self, resp: aiohttp.ClientResponse) -> Iterator[None]:
+        """While inside, `resp` (an upstream watch stream) is cut when the cloud becomes unreachable."""
+        self._online_watches.add(resp)
+        try:
+            yield
+        finally:
+            self._online_watches.discard(resp)
 
     def close_watches(self) -> None:
         for resp in list(self._online_watches):

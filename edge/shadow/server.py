@@ -2,7 +2,11 @@
 /healthz /readyz /metrics on the health port, probes the cloud, and switches between remote and local.
 
 Entry points: `run_shadow(cfg, filters)` (until cancelled) or `Shadow(cfg, filters)` with
-`start()`/`stop()` for callers that want the bound ports (port 0 = any free port)."""
+`start()`/`stop()` for callers that want the bound ports (port 0 = any free port).
+
+Filters: either `cfg.filters` (a FiltersConfig: the shadow builds them and, for servicetopology, runs a
+TopologyFeeder that reads Services, this Node and NodePools through the shadow's own cache, reader.py)
+or a sequence given by the caller (who then feeds their topology itself)."""
 
 from __future__ import annotations
 
@@ -17,11 +21,13 @@ from prometheus_client.exposition import choose_encoder
 from edge.shadow.cache import Cache
 from edge.shadow.config import ShadowConfig
 from edge.shadow.disk import DiskStore
-from edge.shadow.filters import ObjectFilter
+from edge.shadow.filters import ObjectFilter, TopologyFeeder, TopologyIndex, build_filters
+from edge.shadow.filters.config import SERVICE_TOPOLOGY
 from edge.shadow.health import CloudHealth, Sleep
 from edge.shadow.local import Local
 from edge.shadow.metrics import ShadowMetrics
 from edge.shadow.proxy import Proxy
+from edge.shadow.reader import ShadowReader
 from edge.shadow.reconcile import PendingWrites, Reconnector
 from edge.shadow.remote import Upstream
 
@@ -38,6 +44,12 @@ class Shadow:
         if errors:
             raise ValueError("; ".join(errors))
         self.cfg = cfg
+        self.topology: TopologyIndex | None = None
+        if cfg.filters is not None:
+            if filters:
+                raise ValueError("give the filters either as cfg.filters or as an argument, not both")
+            self.topology = TopologyIndex()
+            filters = build_filters(cfg.filters, self.topology)
         self.store = DiskStore(cfg.cache_dir, fsync=cfg.fsync)
         self.cache = Cache(self.store, cfg.components)
         self.metrics = ShadowMetrics(lambda: len(self.cache.objects))
@@ -63,6 +75,16 @@ class Shadow:
             self.metrics,
             cfg.request_timeout,
         )
+        self.feeder: TopologyFeeder | None = None
+        if cfg.filters is not None and SERVICE_TOPOLOGY in cfg.filters.enabled and self.topology is not None:
+            self.feeder = TopologyFeeder(
+                ShadowReader(self.proxy), self.topology, own_node=cfg.node_name, sleep=sleep
+            )
+            if not self.cache.caches("aggapi-edge"):
+                log.warning(
+                    "shadow: --cache-agents leaves out aggapi-edge: servicetopology will not know Services, "
+                    "this Node and NodePools while offline after a restart"
+                )
         self.health.listeners.append(self._on_health)
         self.ports: dict[str, int] = {}
         self._runners: list[web.AppRunner] = []
@@ -93,6 +115,8 @@ class Shadow:
             asyncio.create_task(self.health.run(), name="shadow-cloud-health"),
             asyncio.create_task(self._watch_certs(), name="shadow-cert-reload"),
         ]
+        if self.feeder is not None:  # /readyz does not wait for it: filters fail open until it knows
+            self._tasks.append(asyncio.create_task(self.feeder.run(), name="shadow-topology-feeder"))
 
     async def stop(self) -> None:
         for t in self._tasks:
