@@ -324,6 +324,8 @@ def test_rbac(built: list[Obj]) -> None:
         "statefulsets"
     ]
     assert c["events"] >= {"create", "patch"} and "list" in c["poddisruptionbudgets"]
+    # blockOwnerDeletion on the workloads' ownerReferences (OwnerReferencesPermissionEnforcement).
+    assert c["uniteddeployments/finalizers"] == {"update"}
     election = find(built, "Role", "aggapi:leader-election")
     assert {"create", "update", "get"} <= set(election["rules"][0]["verbs"])
     for binding in ("ClusterRoleBinding/aggapi:controller", "RoleBinding/aggapi:leader-election"):
@@ -505,10 +507,11 @@ def test_tunnel_load_balancer_overlay_from_the_install_guide(tmp_path: Path) -> 
     assert find(objs, "StatefulSet", "aggapi-etcd")
 
 
-def test_edge_nodes_may_post_health_votes(built: list[Obj]) -> None:
+def test_edge_nodes_may_post_health_votes_and_read_their_pool(built: list[Obj]) -> None:
     role = find(built, "ClusterRole", "aggapi:edge-node-health-votes")
     assert role["rules"] == [
-        {"apiGroups": ["edge.aggapi.io"], "resources": ["edgenodes/health"], "verbs": ["create", "get"]}
+        {"apiGroups": ["edge.aggapi.io"], "resources": ["edgenodes/health"], "verbs": ["create", "get"]},
+        {"apiGroups": ["edge.aggapi.io"], "resources": ["nodepools/topology"], "verbs": ["get"]},
     ]
     binding = find(built, "ClusterRoleBinding", "aggapi:edge-node-health-votes")
     assert binding["subjects"] == [

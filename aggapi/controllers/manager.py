@@ -1,7 +1,7 @@
-"""The controllers of `aggapi serve`, assembled from options: the NodePool, autonomy and health eviction
-controllers (the last with --health-eviction and edge health verdicts) run by the elected leader (or by
-every replica with --leader-elect=false), pool delete admission and the topology subresource
-(every replica). The server runs what this returns as named background loops."""
+"""The controllers of `aggapi serve`, assembled from options: the NodePool, UnitedDeployment, autonomy and
+health eviction controllers (the last with --health-eviction and edge health verdicts) run by the elected
+leader (or by every replica with --leader-elect=false), pool delete admission and the topology
+subresource (every replica). The server runs what this returns as named background loops."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from aggapi.controllers.leader import KubeLease, LeaderElectionConfig, LeaderEle
 from aggapi.controllers.nodepool import NodePoolController
 from aggapi.controllers.nodes import NodeDirectory
 from aggapi.controllers.topology import Agents, PoolTopology
+from aggapi.controllers.uniteddeployment import UnitedDeploymentController
 from aggapi.edgeoptions import ControllerOptions
 from aggapi.metrics import Metrics
 from aggapi.server import Background, Extensions
@@ -35,6 +36,7 @@ class ControllerParts:
     elector: LeaderElector | None = None
     autonomy: AutonomyController | None = None
     health: HealthEvictionController | None = None
+    uniteddeployments: UnitedDeploymentController | None = None
 
 
 def build_controllers(
@@ -65,17 +67,22 @@ def build_controllers(
             config=HealthEvictionConfig(grace_period=opts.health_eviction_grace_period),
             observer=metrics,
         )
-    leaders: list[Background] = [("nodepool-controller", ctl.lead), ("autonomy-controller", autonomy.lead)]
+    ud = UnitedDeploymentController(api, observer=metrics)
+    leaders: list[Background] = [
+        ("nodepool-controller", ctl.lead),
+        ("uniteddeployment-controller", ud.lead),
+        ("autonomy-controller", autonomy.lead),
+    ]
     if health is not None:
         leaders.append(("health-eviction-controller", health.lead))
     ext = Extensions(
         subresources=subresources,
         delete_admission={NODEPOOL.resource: ctl.admit_delete},
-        store_users=(topology.bind, ctl.bind),
+        store_users=(topology.bind, ctl.bind, ud.bind),
     )
     if not opts.leader_elect:
         log.warning("leader election is off: this replica runs the controllers whatever others do")
-        return ControllerParts(ext, leaders, ctl, autonomy=autonomy, health=health)
+        return ControllerParts(ext, leaders, ctl, autonomy=autonomy, health=health, uniteddeployments=ud)
     identity = f"{socket.gethostname()}_{uuid.uuid4()}"
     config = LeaderElectionConfig(
         identity,
@@ -97,4 +104,4 @@ def build_controllers(
     async def elect() -> None:
         await elector.run(lead)
 
-    return ControllerParts(ext, [("leader-election", elect)], ctl, elector, autonomy, health)
+    return ControllerParts(ext, [("leader-election", elect)], ctl, elector, autonomy, health, ud)

@@ -1,6 +1,7 @@
-"""The one controller the devcluster runs: a minimal stand-in for kube-controller-manager's node
-lifecycle controller (pkg/controller/nodelifecycle), because the lab's pools count readiness from the
-Node Ready condition and only this controller turns a silent node's Ready into Unknown.
+"""One of the devcluster's two controllers (the other: gc.py): a minimal stand-in for
+kube-controller-manager's node lifecycle controller (pkg/controller/nodelifecycle), because the lab's
+pools count readiness from the Node Ready condition and only this controller turns a silent node's
+Ready into Unknown.
 
 Every --node-monitor-period, a node whose last heartbeat (its Lease `kube-node-lease/<node>` renewTime,
 or its Ready condition's lastHeartbeatTime, whichever is newer) is older than

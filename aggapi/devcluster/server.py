@@ -23,6 +23,7 @@ from aggapi.devcluster.bootstrap import Bootstrap, Published
 from aggapi.devcluster.csr import install_approval
 from aggapi.devcluster.egress import EgressDialer, kubelet_tls, load_egress_selector
 from aggapi.devcluster.eviction import install_eviction
+from aggapi.devcluster.gc import GarbageCollector, client_tls
 from aggapi.devcluster.kinds import KINDS, find
 from aggapi.devcluster.kubelet import KubeletProxy
 from aggapi.devcluster.nodelifecycle import NodeLifecycle
@@ -135,6 +136,9 @@ async def run(opts: DevclusterOptions, stop: asyncio.Event | None = None) -> Non
     lifecycle = NodeLifecycle(
         stores, grace_period=opts.node_monitor_grace_period, period=opts.node_monitor_period
     )
+    host = f"[{opts.bind_address}]" if ":" in opts.bind_address else opts.bind_address
+    # A client of its own API, as kube's GC is: owners in aggregated groups are found through aggregation.
+    gc = GarbageCollector(stores, f"https://{host}:{opts.secure_port}", client_tls(pki))
     metrics = Metrics()
     tls = DynamicServingTLS(str(pki.serving_cert), str(pki.serving_key), lambda: client_auth, metrics)
     background: list[Background] = [
@@ -143,6 +147,7 @@ async def run(opts: DevclusterOptions, stop: asyncio.Event | None = None) -> Non
         ("apiservice-informer", aggregator.run_informer),
         ("apiservice-availability", aggregator.run_checks),
         ("node-lifecycle", lifecycle.run),
+        ("garbage-collector", gc.run),
     ]
     server_opts = ServerOptions(
         serving=ServingOptions(opts.bind_address, opts.secure_port),

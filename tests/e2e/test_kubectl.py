@@ -34,6 +34,13 @@ def test_api_resources_lists_nodepools_with_short_name(kubeconfig: Path) -> None
     rows = {line.split()[0]: line.split() for line in out.splitlines() if line.strip()}
     assert rows["nodepools"] == ["nodepools", "np", "edge.aggapi.io/v1alpha1", "false", "NodePool"]
     assert rows["edgenodes"] == ["edgenodes", "en", "edge.aggapi.io/v1alpha1", "false", "EdgeNode"]
+    assert rows["uniteddeployments"] == [
+        "uniteddeployments",
+        "ud",
+        "edge.aggapi.io/v1alpha1",
+        "true",
+        "UnitedDeployment",
+    ]
 
 
 def test_apply_creates_then_updates_and_get_shows_columns(kubeconfig: Path, tmp_path: Path) -> None:
