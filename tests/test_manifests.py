@@ -512,6 +512,7 @@ def test_edge_nodes_may_post_health_votes_and_read_their_pool(built: list[Obj]) 
     assert role["rules"] == [
         {"apiGroups": ["edge.aggapi.io"], "resources": ["edgenodes/health"], "verbs": ["create", "get"]},
         {"apiGroups": ["edge.aggapi.io"], "resources": ["nodepools/topology"], "verbs": ["get"]},
+        {"apiGroups": ["edge.aggapi.io"], "resources": ["nodepools"], "verbs": ["get", "list", "watch"]},
     ]
     binding = find(built, "ClusterRoleBinding", "aggapi:edge-node-health-votes")
     assert binding["subjects"] == [
