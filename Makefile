@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/tunnel.py
 	$(BIN)/python bench/controllers.py
 	$(BIN)/python bench/health.py
+	$(BIN)/python bench/shadow.py
 
 # The second sed: mypy reads .pyi stubs even under follow_imports=skip, and protoc writes bare `Mapping`.
 proto: $(STAMP)
