@@ -20,12 +20,15 @@ import aiohttp
 from edge.health.config import HealthConfig, PeersFile
 from edge.health.hysteresis import Hysteresis
 from edge.health.members import MembersFeed
+from edge.health.metrics import registry_for
 from edge.health.peerserver import PeerServer
 from edge.health.prober import Peer, Prober, ProbeResult
 from edge.health.selection import PeerSelector
 from edge.health.tls import NodeTLS
 from edge.health.votes import VotePoster, VoteStore, make_vote
+from edge.tunnel.config import listen_address
 from edge.tunnel.creds import TLSFiles
+from edge.tunnel.statusserver import StatusServer
 
 log = logging.getLogger(__name__)
 
@@ -84,19 +87,27 @@ class HealthAgent:
         self._tasks: list[asyncio.Task[None]] = []
         self._running = False
         self.periods = 0
+        self.status_address: tuple[str, int] | None = None
         self.probes_sent = 0  # direct + indirect probe requests made by this agent
 
     # --- public -----------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Run until cancelled. Raises OSError at once if the peer endpoint cannot listen."""
+        """Run until cancelled. Raises OSError at once if the peer (or metrics) endpoint cannot listen."""
         async with self.serving(), asyncio.TaskGroup() as tg:
+            status: StatusServer | None = None
+            if self.config.metrics_bind_address:
+                status = StatusServer(registry_for(self), self.health)
+                await status.start(*listen_address(self.config.metrics_bind_address))
+                self.status_address = status.address
             self._tasks = [
                 tg.create_task(self.server.serve(), name="health-agent-peer-server"),
                 tg.create_task(self._probe_loop(), name="health-agent-probe"),
                 tg.create_task(self._vote_loop(), name="health-agent-votes"),
                 tg.create_task(self._watch_certs(), name="health-agent-cert-watch"),
             ]
+            if status is not None:
+                self._tasks.append(tg.create_task(status.serve(), name="health-agent-status"))
             self._running = True
             try:
                 await asyncio.Event().wait()

@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+DEFAULT_METRICS_BIND_ADDRESS = "127.0.0.1:10269"  # next to the shadow's 10267/10268
+
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
@@ -59,6 +61,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     p.add_argument("--success-threshold", type=int, default=2, help="good rounds before Healthy")
     p.add_argument("--max-pending-votes", type=int, default=1024)
+    p.add_argument(
+        "--metrics-bind-address",
+        default=DEFAULT_METRICS_BIND_ADDRESS,
+        help=f"serve /metrics and /healthz here (default {DEFAULT_METRICS_BIND_ADDRESS}; '' disables)",
+    )
     p.add_argument("-v", "--verbose", action="count", default=0)
     p.set_defaults(func=run)
 
@@ -86,6 +93,7 @@ def config_from(args: argparse.Namespace) -> HealthConfig:
         failure_threshold=args.failure_threshold,
         success_threshold=args.success_threshold,
         max_pending_votes=args.max_pending_votes,
+        metrics_bind_address=args.metrics_bind_address,
     )
 
 

@@ -36,6 +36,7 @@ class HealthConfig:
     max_pending_votes: int = 1024
     vote_timeout: float = 5.0
     cert_check_interval: float = 10.0
+    metrics_bind_address: str = ""  # /metrics and /healthz (plain HTTP); '' = none
 
     @property
     def effective_vote_url(self) -> str:

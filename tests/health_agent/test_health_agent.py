@@ -326,15 +326,34 @@ async def test_votes_survive_a_cloud_outage_and_a_restart(
 
 async def test_run_starts_and_stops_named_tasks(ca: CertKeyPair, tmp_path: Path, ips: list[str]) -> None:
     t = FakeTime()
-    config = node_config(ca, tmp_path, "edge-0", ips[0], (free_port(ips[0]), free_port(ips[0])))
+    config = node_config(
+        ca,
+        tmp_path,
+        "edge-0",
+        ips[0],
+        (free_port(ips[0]), free_port(ips[0])),
+        peers=(("edge-1", ips[1]),),
+        metrics_bind_address=f"{ips[0]}:0",
+    )
     agent = HealthAgent(config, sleep=t.sleep, clock=t.clock)
     task = asyncio.create_task(agent.run(), name="test-health-agent")
     for _ in range(100):
         await asyncio.sleep(0.01)
-        if agent.health() is None:
+        if agent.health() is None and agent.status_address is not None:
             break
     assert agent.health() is None
     assert agent.periods > 0
+    assert agent.status_address is not None
+    reader, writer = await asyncio.open_connection(*agent.status_address)
+    writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    await writer.drain()
+    async with asyncio.timeout(10):
+        text = (await reader.read()).decode()
+    writer.close()
+    assert "200 OK" in text.splitlines()[0]
+    assert "aggapi_edge_health_members 1.0" in text  # edge-1, which is not there: suspected, then Unhealthy
+    assert f"aggapi_edge_health_probe_periods_total {float(agent.periods)}" in text
+    assert 'aggapi_edge_health_peers{verdict="Healthy"} 0.0' in text
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
