@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from aggapi.devcluster.lab import Lab
 
 PEER_PORT = 10266
+METRICS_PORT = 10269  # the agent's /metrics, on the node's own address
 # Where a cut-off node's votes go: nothing listens on port 1, so they queue on the node (pending votes).
 
 
@@ -85,6 +86,7 @@ class LabHealth:
             f"--vote-ca={self.pki.ca}",
             f"--state-dir={d / 'health'}",
             f"--peer-port={PEER_PORT}",
+            f"--metrics-bind-address={node.address}:{METRICS_PORT}",  # several agents on one host
             f"--period={t.period}",
             f"--probe-timeout={t.probe_timeout}",
             f"--probes-per-period={t.probes_per_period}",
