@@ -75,6 +75,21 @@ def caught_up(w: Obj) -> bool:
     return _int((w.get("status") or {}).get("observedGeneration")) >= _int(meta(w).get("generation") or 1)
 
 
+def replacing(w: Obj, replicas: int) -> bool:
+    """The workload's controller is still replacing old replicas with the current spec's. Kube's own
+    rollouts only replace further as new replicas become available (maxUnavailable; StatefulSets wait
+    for Ready), so a bad template stays "replacing" — while a pool that is merely unavailable (its nodes
+    offline) but fully on its spec is not."""
+    if not caught_up(w):
+        return True
+    st = w.get("status") or {}
+    updated = _int(st.get("updatedReplicas"))
+    if updated < replicas or _int(st.get("replicas")) > updated:
+        return True
+    current, update = st.get("currentRevision"), st.get("updateRevision")  # StatefulSets
+    return bool(current and update and current != update)
+
+
 def rolled_out(w: Obj, replicas: int) -> bool:
     """`kubectl rollout status` says done: every replica of the current spec updated and available."""
     if not caught_up(w):
@@ -194,7 +209,8 @@ def plan(ud: Obj, pools: Iterable[Pool], workloads: Mapping[str, Obj], owned: It
 
 
 def _roll(result: Plan, needs_update: list[PoolView], ud: Obj) -> None:
-    """Start the next pool's update only when no pool already on its new revision is still rolling out."""
+    """Start the next pool's update only when no pool already on its revision is still replacing its
+    replicas (an unavailable pool with nothing left to replace does not hold the others)."""
     updating = {v.pool for v in needs_update}
     result.rolling = [
         v.pool
@@ -202,7 +218,7 @@ def _roll(result: Plan, needs_update: list[PoolView], ud: Obj) -> None:
         if v.pool not in updating
         and v.rendered is not None
         and v.workload is not None
-        and not rolled_out(v.workload, v.rendered.replicas)
+        and replacing(v.workload, v.rendered.replicas)
     ]
     for v in needs_update:
         assert v.rendered is not None and v.workload is not None

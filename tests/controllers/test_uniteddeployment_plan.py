@@ -135,6 +135,33 @@ def test_plan_creates_then_rolls_one_pool_at_a_time() -> None:
     assert [(a.verb, a.name) for a in p.actions] == [("update", "web-b")]
 
 
+def test_an_unavailable_pool_with_nothing_to_replace_holds_nobody() -> None:
+    u = ud(pools=["a", "b", "c"])
+    ws = {f"web-{x}": existing(u, x) for x in "abc"}
+    # Pool c's nodes are offline: its pods are on the current spec, none available.
+    ws["web-c"]["status"].update(availableReplicas=0, readyReplicas=0)
+    # Only pool a's tweak changes: its update must not wait for c.
+    new = ud(
+        pools=["a", "b", "c"],
+        workloadTweaks=[{"pools": ["a"], "containerImages": [{"name": "c", "image": "img:2"}]}],
+    )
+    p = plan(new, POOLS, ws, ws.values())
+    assert [(a.verb, a.name) for a in p.actions] == [("update", "web-a")] and p.waiting == []
+    # But a pool stuck mid-update (old pods left: its new pods never became available) holds the rest.
+    ws["web-a"] = existing(new, "a")
+    ws["web-a"]["status"].update(replicas=3, updatedReplicas=1, availableReplicas=2)
+    newer = ud(
+        pools=["a", "b", "c"],
+        workloadTweaks=[
+            {"pools": ["a"], "containerImages": [{"name": "c", "image": "img:2"}]},
+            {"pools": ["b"], "replicas": 3, "containerImages": [{"name": "c", "image": "img:3"}]},
+        ],
+    )
+    p = plan(newer, POOLS, ws, ws.values())
+    assert [a.verb for a in p.actions if a.name == "web-b"] == ["scale"] and p.waiting == ["b"]
+    assert p.rolling == ["a"]
+
+
 def test_plan_scales_adopts_deletes_and_reports_conflicts() -> None:
     u = ud(pools=["a", "b"], workloadTweaks=[{"pools": ["a"], "replicas": 4}])
     mine = existing(ud(pools=["a", "b"]), "a")  # replicas 2, same revision
