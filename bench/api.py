@@ -57,6 +57,7 @@ from support.aggapi import NP, AggapiServer, client_ssl, nodepool
 from support.etcd import ETCD_BIN, EtcdServer, start_etcd
 
 from aggapi.devlab import LabPKI, make_pki
+from aggapi.machinery.aio import within
 from aggapi.storage.etcd import Compare, EtcdClient, EtcdConfig, OpGet, OpPut, prefix_end
 
 JSON_CT = {"Content-Type": "application/json"}
@@ -750,7 +751,7 @@ class WatchFanout:
             return True
         fut = self.waiting.setdefault(rv, asyncio.get_running_loop().create_future())
         try:
-            await asyncio.wait_for(asyncio.shield(fut), timeout)
+            await within(asyncio.shield(fut), timeout)
         except TimeoutError:
             return False
         return True
@@ -998,7 +999,7 @@ class WatchFanout:
                     sent[r], returned[r] = t0, t1
                     if r not in seen:
                         fut = waiting.setdefault(r, asyncio.get_running_loop().create_future())
-                        await asyncio.wait_for(fut, 10)
+                        await within(fut, 10)
             finally:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):

@@ -41,6 +41,7 @@ sys.path.insert(0, str(REPO / "tests" / "tunnel"))  # bench and tests run the sa
 
 from tunnelkit import StaticNodes, make_pki, target_server  # noqa: E402
 
+from aggapi.machinery.aio import within  # noqa: E402
 from aggapi.tunnel import EgressConfig, EgressServer, TunnelServer, TunnelServerConfig  # noqa: E402
 from edge.tunnel.agent import TunnelAgent  # noqa: E402
 from edge.tunnel.config import AgentConfig  # noqa: E402
@@ -188,12 +189,12 @@ class Paths:
         self.uds, self.host, self.port = uds, host, port
 
     async def direct(self) -> Conn:
-        return await asyncio.wait_for(asyncio.open_connection(self.host, self.port, limit=4 * MiB), T)
+        return await within(asyncio.open_connection(self.host, self.port, limit=4 * MiB), T)
 
     async def tunnel(self) -> Conn:
-        r, w = await asyncio.wait_for(asyncio.open_unix_connection(str(self.uds), limit=4 * MiB), T)
+        r, w = await within(asyncio.open_unix_connection(str(self.uds), limit=4 * MiB), T)
         w.write(f"CONNECT {self.host}:{self.port} HTTP/1.1\r\n\r\n".encode())
-        head = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), T)
+        head = await within(r.readuntil(b"\r\n\r\n"), T)
         if not head.startswith(b"HTTP/1.1 200"):
             raise RuntimeError(f"CONNECT failed: {head!r} {await r.read(500)!r}")
         return r, w
@@ -210,8 +211,8 @@ async def upload(open_: Opener, size: int) -> float:
     for _ in range(size // MiB):
         w.write(block)
         h.update(block)
-        await asyncio.wait_for(w.drain(), T)
-    answer = await asyncio.wait_for(r.readline(), T)
+        await within(w.drain(), T)
+    answer = await within(r.readline(), T)
     elapsed = time.perf_counter() - start
     w.close()
     if answer.strip().decode() != h.hexdigest():
@@ -225,7 +226,7 @@ async def download(open_: Opener, size: int) -> float:
     w.write(f"SEND {size}\n".encode())
     got = 0
     while got < size:
-        data = await asyncio.wait_for(r.read(MiB), T)
+        data = await within(r.read(MiB), T)
         if not data:
             raise RuntimeError(f"download: EOF after {got} of {size} bytes")
         got += len(data)
@@ -237,12 +238,12 @@ async def download(open_: Opener, size: int) -> float:
 async def round_trips(open_: Opener, n: int) -> list[float]:
     r, w = await open_()
     w.write(b"PING\n")
-    await asyncio.wait_for(r.readline(), T)
+    await within(r.readline(), T)
     out = []
     for _ in range(n):
         start = time.perf_counter()
         w.write(b"PING\n")
-        if await asyncio.wait_for(r.readline(), T) != b"ok\n":
+        if await within(r.readline(), T) != b"ok\n":
             raise RuntimeError("bad PING answer")
         out.append(time.perf_counter() - start)
     w.close()
@@ -255,7 +256,7 @@ async def setups(open_: Opener, n: int) -> list[float]:
         start = time.perf_counter()
         r, w = await open_()
         w.write(b"PING\n")
-        await asyncio.wait_for(r.readline(), T)
+        await within(r.readline(), T)
         out.append(time.perf_counter() - start)
         w.close()
     return out
@@ -275,7 +276,7 @@ async def parallel(open_: Opener, n: int, each: int, stall: bool) -> float:
         w.write(f"SEND {each}\n".encode())
         got = 0
         while got < each:
-            data = await asyncio.wait_for(r.read(MiB), T)
+            data = await within(r.read(MiB), T)
             if not data:
                 raise RuntimeError("parallel: early EOF")
             got += len(data)

@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 
 PEER_PORT = 10266
 METRICS_PORT = 10269  # the agent's /metrics, on the node's own address
-# Where a cut-off node's votes go: nothing listens on port 1, so they queue on the node (pending votes).
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,6 +55,7 @@ NODE_USER_PREFIX = "system:node:"
 NODES_GROUP = "system:nodes"
 DEFAULT_VOTE_TTL = 30.0  # 3 probe periods of 10 s
 MIN_LEASE_TTL = 2  # etcd's smallest lease TTL with its default heartbeat and election timeout
+MAX_CLOCK_AHEAD = timedelta(seconds=5)  # how far a voter's observedAt may be ahead of aggapi's clock
 
 
 class Etcd(Protocol):
@@ -328,6 +329,21 @@ class HealthService:
             )
         now = self._clock()
         observed = parse_rfc3339(str(doc["observedAt"]))
+        if observed - now > MAX_CLOCK_AHEAD:  # would outrank the voter's own later votes (ordering)
+            raise apierrors.invalid(
+                EDGENODE.group,
+                "HealthVote",
+                target,
+                [
+                    apierrors.Cause(
+                        "FieldValueInvalid",
+                        f"the observation is {(observed - now).total_seconds():.0f}s in the future: "
+                        f"the voter's clock is ahead of aggapi's by more than "
+                        f"{MAX_CLOCK_AHEAD.seconds}s (sync it)",
+                        "observedAt",
+                    )
+                ],
+            )
         if now - observed > timedelta(seconds=self.store.ttl):
             raise apierrors.invalid(
                 EDGENODE.group,

@@ -20,7 +20,7 @@ from support.aggapi import AggapiServer
 from support.devcluster import Devcluster
 from support.etcd import EtcdServer
 
-from aggapi.controllers.health import eviction_delay
+from aggapi.controllers.health import HealthEvictionConfig, HealthEvictionController, eviction_delay
 from aggapi.devcluster.eviction import disruptions_allowed
 from aggapi.devcluster.labkit import JSONClient
 from aggapi.devlab import LabPKI
@@ -57,6 +57,53 @@ def test_eviction_delay_follows_autonomy() -> None:
     assert eviction_delay(_node("10m"), 300) == 600  # max(grace, D)
     assert eviction_delay(_node("1m"), 300) == 300
     assert eviction_delay(_node("bogus"), 300) is None  # left alone, like the autonomy controller
+
+
+class _Nodes:
+    """What the controller reads of its Node informer: the cached items."""
+
+    def __init__(self, *nodes: dict[str, Any]) -> None:
+        self.nodes = list(nodes)
+
+    def items(self) -> list[dict[str, Any]]:
+        return self.nodes
+
+
+def test_the_grace_period_runs_from_the_first_unhealthy_verdict_and_resets() -> None:
+    now = [1000.0]
+    verdict = {"n": "Unhealthy"}
+    node = {"metadata": {"name": "n", "labels": {"openyurt.io/is-edge-worker": "true"}}}
+    ctl = HealthEvictionController(
+        None,
+        _Nodes(node),  # type: ignore[arg-type]
+        lambda name: verdict.get(name, "Unknown"),
+        config=HealthEvictionConfig(grace_period=60),
+        clock=lambda: now[0],
+    )
+    ctl.tick()
+    assert not ctl.due(node)
+    now[0] += 59.9
+    ctl.tick()
+    assert not ctl.due(node)
+    now[0] += 0.1
+    assert ctl.due(node)
+    # Any other verdict in between starts the count again.
+    verdict["n"] = "Unknown"
+    ctl.tick()
+    assert not ctl.due(node)
+    verdict["n"] = "Unhealthy"
+    ctl.tick()
+    now[0] += 30
+    assert not ctl.due(node)
+    now[0] += 30
+    assert ctl.due(node)
+    # Autonomy "0": never; a longer autonomy duration: that long.
+    node["metadata"]["annotations"] = {AUTONOMY: "0"}
+    assert not ctl.due(node)
+    node["metadata"]["annotations"] = {AUTONOMY: "2m"}
+    assert not ctl.due(node)
+    now[0] += 60
+    assert ctl.due(node)
 
 
 def _pod(labels: dict[str, str], deleting: bool = False) -> dict[str, Any]:

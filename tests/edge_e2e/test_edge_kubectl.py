@@ -146,11 +146,10 @@ def test_node_proxy_healthz_and_pods(edge_lab: Lab, kc: Path) -> None:
         assert pods["items"][0]["spec"]["nodeName"] == node.name
 
 
-def test_edgenodes_proxy_when_served(kc: Path) -> None:
-    """The same kubelet through aggapi's own edgenodes/proxy subresource (once aggapi serves it)."""
+def test_edgenodes_proxy(kc: Path) -> None:
+    """The same kubelet through aggapi's own edgenodes/proxy subresource."""
     res = kubectl(kc, "api-resources", "--api-group=edge.aggapi.io", "-o", "name")
-    if "edgenodes.edge.aggapi.io" not in res.stdout.split():
-        pytest.skip("aggapi does not serve edgenodes yet")
+    assert "edgenodes.edge.aggapi.io" in res.stdout.split(), res
     path = "/apis/edge.aggapi.io/v1alpha1/edgenodes/edge-0/proxy/pods"
     pods = json.loads(ok(kubectl(kc, "get", "--raw", path)))
     assert [p["metadata"]["name"] for p in pods["items"]] == ["sample-edge-0"]

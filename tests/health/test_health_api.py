@@ -51,6 +51,9 @@ def test_self_vote_and_malformed_votes_are_refused(health_env: HealthEnv) -> Non
         stale = format_rfc3339(datetime.now(UTC) - timedelta(minutes=5))
         code, body = vote(health_env, a, b, "Unhealthy", observedAt=stale)
         assert code == 422 and "observedAt" in body["message"], body
+        ahead = format_rfc3339(datetime.now(UTC) + timedelta(minutes=5))
+        code, body = vote(health_env, a, b, "Unhealthy", observedAt=ahead)
+        assert code == 422 and "clock is ahead" in body["message"], body
         code, body = health_env.as_node(a).request(
             "POST", f"{EN}/{b}/health", None, headers={"Content-Type": "application/json"}
         )
