@@ -28,7 +28,7 @@ from typing import Any
 
 from edge.shadow.disk import DiskStore, Loaded
 from edge.shadow.requestinfo import RequestInfo
-from edge.shadow.selectors import Selection, parse_fields, parse_labels
+from edge.shadow.selectors import Selection, canonical
 
 log = logging.getLogger(__name__)
 
@@ -36,30 +36,6 @@ Obj = dict[str, Any]
 Op = tuple[str, str, Any]  # ("put"|"delete"|"append", rel, payload)
 CLUSTER = "_cluster"
 MAX_PENDING_LISTS = 64
-
-
-def canonical(label_selector: str, field_selector: str) -> tuple[str, str]:
-    """Selectors in one normal form (kube syntax, terms sorted), so equal selections share a view."""
-    terms = []
-    for r in parse_labels(label_selector).requirements:
-        vals = ",".join(sorted(r.values))
-        terms.append(
-            {
-                "=": f"{r.key}={vals}",
-                "!=": f"{r.key}!={vals}",
-                "in": f"{r.key} in ({vals})",
-                "notin": f"{r.key} notin ({vals})",
-                "exists": r.key,
-                "!exists": f"!{r.key}",
-                "gt": f"{r.key}>{vals}",
-                "lt": f"{r.key}<{vals}",
-            }[r.op]
-        )
-    fields = []
-    for f in parse_fields(field_selector).requirements:
-        value = f.value.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=")
-        fields.append(f"{f.path}{'=' if f.equal else '!='}{value}")
-    return ",".join(sorted(terms)), ",".join(sorted(fields))
 
 
 def obj_key(component: str, resource: str, namespace: str | None, name: str) -> str:
@@ -204,9 +180,16 @@ class Cache:
         if not isinstance(name, str) or not name:
             return None
         rel = obj_key(info.component, info.group_resource, meta.get("namespace"), name)
+        self._store_object(rel, obj, ops)
+        return rel
+
+    def _store_object(self, rel: str, obj: Obj, ops: list[Op]) -> None:
+        """Keep `obj` under `rel`; its file is rewritten only if the cached copy differs (an unchanged
+        object, same resourceVersion and content, as a relist returns it, costs no write)."""
+        if self.objects.get(rel) == obj:
+            return
         self.objects[rel] = obj
         ops.append(("put", rel, obj))
-        return rel
 
     def _drop(self, rel: str, ops: list[Op], keep_for: set[str]) -> None:
         """Remove the object file unless a view other than `keep_for` still names it."""
@@ -223,9 +206,13 @@ class Cache:
             ops.append(("delete", rel, None))
 
     async def record_get(self, info: RequestInfo, obj: Obj) -> None:
+        """Recorded in memory at once; written in the background (docs/shadow.md, durability): on disk
+        before the next answer for the same object, and before any later watch event is forwarded."""
+        key = obj_key(info.component, info.group_resource, info.namespace, info.name or "")
+        await self.store.ready(key)
         ops: list[Op] = []
         self._put(info, obj, ops)
-        await self.store.apply(ops)
+        self.store.submit(ops, key)
 
     async def record_not_found(self, info: RequestInfo) -> None:
         rel = obj_key(info.component, info.group_resource, info.namespace, info.name or "")
@@ -239,7 +226,11 @@ class Cache:
         await self.store.apply(ops)
 
     async def record_list(self, info: RequestInfo, body: Obj, continue_token: str) -> None:
-        """One page of a list. The view is replaced when its last page arrives."""
+        """One page of a list. The view is replaced when its last page arrives. Recorded in memory at
+        once, written in the background like record_get: on disk before the next list of the same
+        selection is answered (its later pages do not wait), and before any later watch event is forwarded."""
+        key = view_of(info).base
+        await self.store.ready("" if continue_token else key)
         kind, api_version = str(body.get("kind", "")), str(body.get("apiVersion", ""))
         item_kind = kind[:-4] if kind.endswith("List") else kind
         if continue_token:
@@ -267,10 +258,17 @@ class Cache:
             else:
                 view.resource_version = str(meta.get("resourceVersion", ""))
                 self._commit(view, ops)
-        await self.store.apply(ops)
+        self.store.submit(ops, key)
 
     def _commit(self, new: View, ops: list[Op], diff: Diff | None = None) -> None:
         old = self.views.get(new.base)
+        if old is not None and (old.members, old.resource_version, old.kind, old.api_version) == (
+            new.members,
+            new.resource_version,
+            new.kind,
+            new.api_version,
+        ):
+            return  # the same answer again: the view on disk (snapshot + log) already says so
         new.generation = (old.generation + 1) if old is not None else 1
         new.log_lines = 0
         self.views[new.base] = new
@@ -343,8 +341,7 @@ class Cache:
                 diff.added.append(item)
             elif rv_int(before) != rv_int(item):
                 diff.modified.append(item)
-            self.objects[rel] = item
-            ops.append(("put", rel, item))
+            self._store_object(rel, item, ops)
             fresh.members.add(rel)
         self._commit(fresh, ops, diff)
         await self.store.apply(ops)
@@ -354,10 +351,14 @@ class Cache:
         self.objects[rel] = obj
         await self.store.apply([("put", rel, obj)])
 
-    def record_nonresource_ops(self, rel: str, path: str, ctype: str, body: bytes) -> list[Op]:
+    async def record_nonresource(self, rel: str, path: str, ctype: str, body: bytes) -> None:
+        """A discovery document; written in the background like record_get, and only when it changed."""
         entry = {"path": path, "contentType": ctype, "body": base64.b64encode(body).decode()}
+        if self.nonresource.get(rel) == entry:
+            return
+        await self.store.ready(rel)
         self.nonresource[rel] = entry
-        return [("put", rel, entry)]
+        self.store.submit([("put", rel, entry)], rel)
 
     # ---- answering offline ------------------------------------------------------------------------
 

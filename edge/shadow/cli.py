@@ -67,67 +67,96 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     p.add_argument("--node-key-file", type=Path, help="its key (default: --node-cert-file, a combined PEM)")
     p.add_argument("--cache-dir", type=Path, default=Path(DEFAULT_CACHE_DIR))
-    p.add_argument("--bind-address", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=10261, help="plain HTTP port (default 10261)")
-    p.add_argument("--secure-port", type=int, default=10268, help="HTTPS port (default 10268; 0 disables)")
-    p.add_argument("--tls-cert-file", type=Path, help="serving cert of --secure-port")
-    p.add_argument("--tls-private-key-file", type=Path)
-    p.add_argument("--health-port", type=int, default=10267, help="/healthz /readyz /metrics (0 disables)")
+    add_arguments(p)
+    p.add_argument("-v", "--verbose", action="count", default=0)
+    p.set_defaults(func=run)
+
+
+def add_arguments(p: argparse._ActionsContainer, prefix: str = "") -> None:
+    """The flags besides the identity ones above (node, kube-apiserver, node cert, cache dir). `aggapi-edge
+    all` adds them with prefix "shadow-" (`--shadow-port`, dest `shadow_port`)."""
+    p.add_argument(f"--{prefix}bind-address", default="127.0.0.1")
+    p.add_argument(f"--{prefix}port", type=int, default=10261, help="plain HTTP port (default 10261)")
     p.add_argument(
-        "--cache-agents",
+        f"--{prefix}secure-port", type=int, default=10268, help="HTTPS port (default 10268; 0 disables)"
+    )
+    p.add_argument(f"--{prefix}tls-cert-file", type=Path, help="serving cert of --secure-port")
+    p.add_argument(f"--{prefix}tls-private-key-file", type=Path)
+    p.add_argument(
+        f"--{prefix}health-port", type=int, default=10267, help="/healthz /readyz /metrics (0 disables)"
+    )
+    p.add_argument(
+        f"--{prefix}cache-agents",
         default=",".join(DEFAULT_COMPONENTS),
         help="components (User-Agent first token) whose reads are cached; '*' = all (default %(default)s)",
     )
     p.add_argument(
-        "--probe-period", type=duration, default=10.0, help="cloud health probe period (default 10s)"
+        f"--{prefix}probe-period", type=duration, default=10.0, help="cloud health probe period (default 10s)"
     )
-    p.add_argument("--probe-timeout", type=duration, default=2.0, help="default 2s")
-    p.add_argument("--unhealthy-after", type=int, default=3, help="failed probes in a row (default 3)")
-    p.add_argument("--healthy-after", type=int, default=2, help="good probes in a row (default 2)")
-    p.add_argument("--max-requests-inflight", type=int, default=250, help="non-watch requests; 0 = no limit")
+    p.add_argument(f"--{prefix}probe-timeout", type=duration, default=2.0, help="default 2s")
     p.add_argument(
-        "--request-timeout", type=duration, default=60.0, help="one upstream request (default 60s)"
+        f"--{prefix}unhealthy-after", type=int, default=3, help="failed probes in a row (default 3)"
     )
+    p.add_argument(f"--{prefix}healthy-after", type=int, default=2, help="good probes in a row (default 2)")
     p.add_argument(
-        "--bookmark-interval", type=duration, default=30.0, help="offline watch bookmarks (default 30s)"
+        f"--{prefix}max-requests-inflight", type=int, default=250, help="non-watch requests; 0 = no limit"
     )
     p.add_argument(
-        "--cert-check-interval", type=duration, default=10.0, help="node cert file check (default 10s)"
+        f"--{prefix}request-timeout", type=duration, default=60.0, help="one upstream request (default 60s)"
     )
-    p.add_argument("--cache-fsync", type=_bool, default=True, help="fsync cache files (default true)")
     p.add_argument(
-        "--filters",
+        f"--{prefix}connect-timeout",
+        type=duration,
+        default=3.0,
+        help="reaching one kube-apiserver (TCP + TLS); then the next --server is tried and, when none "
+        "answers, a get/list is answered from the cache (default 3s)",
+    )
+    p.add_argument(
+        f"--{prefix}bookmark-interval",
+        type=duration,
+        default=30.0,
+        help="offline watch bookmarks (default 30s)",
+    )
+    p.add_argument(
+        f"--{prefix}cert-check-interval",
+        type=duration,
+        default=10.0,
+        help="node cert file check (default 10s)",
+    )
+    p.add_argument(
+        f"--{prefix}cache-fsync", type=_bool, default=True, help="fsync cache files (default true)"
+    )
+    p.add_argument(
+        f"--{prefix}filters",
         default=f"{SERVICE_TOPOLOGY},{MASTER_SERVICE}",
         help="object filters to run, comma-separated; '--filters=' runs none (default %(default)s)",
     )
     p.add_argument(
-        "--master-service-host",
+        f"--{prefix}master-service-host",
         default=DEFAULT_MASTER_HOST,
         help="masterservice: the shadow's IP address as pods reach it (default %(default)s)",
     )
     p.add_argument(
-        "--master-service-port",
+        f"--{prefix}master-service-port",
         type=int,
         help="masterservice: the port pods use (default: --secure-port, 10268)",
     )
     p.add_argument(
-        "--servicetopology-agents",
+        f"--{prefix}servicetopology-agents",
         default="kube-proxy,coredns",
         help="components whose EndpointSlices/Endpoints are filtered; '*' = all (default %(default)s)",
     )
     p.add_argument(
-        "--masterservice-agents",
+        f"--{prefix}masterservice-agents",
         default="kubelet",
         help="components that get the rewritten default/kubernetes Service (default %(default)s)",
     )
     p.add_argument(
-        "--topology-zone-is-nodepool",
+        f"--{prefix}topology-zone-is-nodepool",
         type=_bool,
         default=True,
         help="the topologyKeys value kubernetes.io/zone means the NodePool, as in OpenYurt (default true)",
     )
-    p.add_argument("-v", "--verbose", action="count", default=0)
-    p.set_defaults(func=run)
 
 
 def config_from(args: argparse.Namespace) -> ShadowConfig:
@@ -151,6 +180,7 @@ def config_from(args: argparse.Namespace) -> ShadowConfig:
         healthy_after=args.healthy_after,
         max_requests_inflight=args.max_requests_inflight,
         request_timeout=args.request_timeout,
+        connect_timeout=args.connect_timeout,
         bookmark_interval=args.bookmark_interval,
         cert_check_interval=args.cert_check_interval,
         fsync=args.cache_fsync,

@@ -32,7 +32,7 @@ class ShadowConfig:
     healthy_after: int = 2
     max_requests_inflight: int = 250  # non-watch requests; 0 = no limit
     request_timeout: float = 60.0  # one upstream non-watch request
-    connect_timeout: float = 3.0  # reaching one upstream server (then the next is tried)
+    connect_timeout: float = 3.0  # reaching one upstream server, TCP + TLS (then the next; then the cache)
     bookmark_interval: float = 30.0  # offline watches with allowWatchBookmarks=true
     cert_check_interval: float = 10.0
     fsync: bool = True  # fsync each cache file before it replaces the old one
@@ -60,6 +60,8 @@ class ShadowConfig:
             errors.append("--unhealthy-after and --healthy-after must be at least 1")
         if self.probe_period <= 0 or self.probe_timeout <= 0:
             errors.append("--probe-period and --probe-timeout must be positive")
+        if self.connect_timeout <= 0 or self.request_timeout <= 0:
+            errors.append("--connect-timeout and --request-timeout must be positive")
         if self.max_requests_inflight < 0:
             errors.append("--max-requests-inflight must not be negative")
         if self.filters is not None:

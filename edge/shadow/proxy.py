@@ -177,7 +177,7 @@ class Proxy:
         ctype = resp.headers.get("Content-Type", "")
         if nonres and resp.status == 200:
             key = nonresource_key(info.component, request.path_qs, accept)
-            await self.cache.store.apply(self.cache.record_nonresource_ops(key, request.path, ctype, raw))
+            await self.cache.record_nonresource(key, request.path, ctype, raw)
         if (cacheable or chosen or records_write) and ctype.startswith("application/json"):
             return await self._json_answer(
                 request, info, resp.status, raw, cacheable, records_write, chosen, freq
@@ -212,14 +212,19 @@ class Proxy:
                 await self.cache.record_get(info, obj)
         if not chosen or freq is None:
             return web.Response(status=code, body=raw, content_type="application/json")
+        # A filter returns the very object it was given when it changes nothing: then the upstream bytes
+        # are the answer, and the JSON is not serialized again.
         if info.verb == "list":
-            items = [
-                o for o in (run_filters(chosen, freq, i) for i in obj.get("items") or []) if o is not None
-            ]
-            return json_response({**obj, "items": items}, status=code)
+            given = obj.get("items") or []
+            outs = [run_filters(chosen, freq, i) for i in given]
+            if all(o is i for o, i in zip(outs, given, strict=True)):
+                return web.Response(status=code, body=raw, content_type="application/json")
+            return json_response({**obj, "items": [o for o in outs if o is not None]}, status=code)
         out = run_filters(chosen, freq, obj)
         if out is None:
             return status_response(404, f'{info.group_resource} "{info.name}" not found', info=info)
+        if out is obj:
+            return web.Response(status=code, body=raw, content_type="application/json")
         return json_response(out, status=code)
 
     async def _stream(self, request: web.Request, resp: aiohttp.ClientResponse) -> web.StreamResponse:
@@ -286,6 +291,8 @@ class Proxy:
         filtered = run_filters(chosen, freq, obj)
         if filtered is None:
             return None  # dropped (docs/shadow.md: a filtered-out object's events are not sent)
+        if filtered is obj:
+            return line + b"\n"
         return orjson.dumps({"type": etype, "object": filtered}) + b"\n"
 
 

@@ -201,3 +201,27 @@ class Selection:
         if self.namespace is not None and meta.get("namespace") != self.namespace:
             return False
         return self.labels.matches(meta.get("labels") or {}) and self.fields.matches(obj)
+
+
+def canonical(label_selector: str, field_selector: str) -> tuple[str, str]:
+    """Selectors in one normal form (kube syntax, terms sorted), so equal selections share a view."""
+    terms = []
+    for r in parse_labels(label_selector).requirements:
+        vals = ",".join(sorted(r.values))
+        terms.append(
+            {
+                "=": f"{r.key}={vals}",
+                "!=": f"{r.key}!={vals}",
+                "in": f"{r.key} in ({vals})",
+                "notin": f"{r.key} notin ({vals})",
+                "exists": r.key,
+                "!exists": f"!{r.key}",
+                "gt": f"{r.key}>{vals}",
+                "lt": f"{r.key}<{vals}",
+            }[r.op]
+        )
+    fields = []
+    for f in parse_fields(field_selector).requirements:
+        value = f.value.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=")
+        fields.append(f"{f.path}{'=' if f.equal else '!='}{value}")
+    return ",".join(sorted(terms)), ",".join(sorted(fields))

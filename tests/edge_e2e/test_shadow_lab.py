@@ -103,8 +103,9 @@ def test_the_kubelet_talks_to_the_cloud_through_its_shadow(lab: Lab) -> None:
     assert v["pods"] == [f"{NAMESPACE}/{node.pod}"]  # only the pods bound to this node
     assert ready(lab) == "True"  # heartbeats reach the devcluster through the shadow
     cache = lab.state / "nodes" / NODE / "shadow"
-    assert (cache / "kubelet" / "pods" / NAMESPACE / f"{node.pod}.json").is_file()
-    assert (cache / "kube-proxy").is_dir()
+    pod_file = cache / "kubelet" / "pods" / NAMESPACE / f"{node.pod}.json"  # written in the background
+    eventually("the pod in the shadow's disk cache", lambda: pod_file.is_file() or None, 10)
+    eventually("kube-proxy's cache", lambda: (cache / "kube-proxy").is_dir() or None, 10)
 
 
 def test_cut_node_keeps_its_view_and_catches_up_when_healed(lab: Lab) -> None:

@@ -176,6 +176,7 @@ async def test_servicetopology_online_offline_and_after_a_restart_offline(
 
         # The topology's own reads are cached like any component's (on disk under aggapi-edge).
         cached = cfg.cache_dir / "aggapi-edge"
+        await shadow.store.flush()  # lists are written in the background
         assert (cached / "services" / ns / "web.json").is_file()
         assert (cached / "nodes" / "_cluster" / f"{me}.json").is_file()
         assert not (cached / "nodes" / "_cluster" / f"{peer}.json").exists()  # only this node is watched
@@ -255,6 +256,7 @@ async def test_masterservice_rewrites_the_kubernetes_service_for_kubelet_only(
         rewritten(next(s for s in lst["items"] if s["metadata"]["name"] == "kubernetes"))
         # The cache keeps the real object; offline the kubelet still gets the rewritten one.
         cached = cfg.cache_dir / "kubelet" / "services" / "default" / "kubernetes.json"
+        await shadow.store.flush()  # reads are written in the background
         assert cached.is_file() and "169.254.2.1" not in cached.read_text()
         await relay.cut()
         await wait_mode(shadow, online=False)

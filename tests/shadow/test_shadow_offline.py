@@ -26,6 +26,7 @@ async def test_offline_get_list_watch_with_selectors(
         code, online = await kubelet.get(pods)
         assert code == 200 and names(online) == ["p1", "p2", "p3"]
         assert (await kubelet.get(f"{pods}/p1"))[0] == 200
+        await shadow.store.flush()  # reads are written in the background (docs/shadow.md, durability)
         assert (cfg.cache_dir / "kubelet" / "pods" / ns / "p1.json").is_file()
 
         await relay.cut()
@@ -104,6 +105,7 @@ async def test_two_label_selected_lists_of_one_component_both_served_offline(
         assert names((await kubelet.get(f"{pods}?labelSelector=app%3Db"))[1]) == ["b1"]
         # the same selection written differently shares the view (normalized key)
         assert names((await kubelet.get(f"{pods}?labelSelector=app%3D%3Da"))[1]) == ["a1", "a2"]
+        await shadow.store.flush()
         views = list((cfg.cache_dir / "kubelet" / "pods" / "_views").glob("*.json"))
         assert len(views) == 2
 

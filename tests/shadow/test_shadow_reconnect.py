@@ -46,6 +46,7 @@ async def test_reconnect_removes_objects_deleted_meanwhile_and_watchers_see_dele
             patch = {"metadata": {"labels": {"app": "a", "v": "2"}}}
             code, _ = await admin.req("PATCH", f"{pods}/changed", patch, ctype="application/merge-patch+json")
             assert code == 200
+            await shadow.store.flush()
             assert (cfg.cache_dir / "kubelet" / "pods" / ns / "gone.json").exists()
 
             await relay.restore()

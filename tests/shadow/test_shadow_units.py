@@ -10,13 +10,12 @@ import aiohttp
 import pytest
 from shadowkit import Kube, Relay, names, pod, running, wait_mode
 
-from edge.shadow.cache import canonical
 from edge.shadow.config import ShadowConfig
 from edge.shadow.filters import FilterRequest
 from edge.shadow.health import CloudHealth
 from edge.shadow.merge import strategic_merge
 from edge.shadow.requestinfo import component_of, parse
-from edge.shadow.selectors import Selection, SelectorError, parse_labels
+from edge.shadow.selectors import Selection, SelectorError, canonical, parse_labels
 
 
 def test_request_info() -> None:
@@ -123,6 +122,7 @@ async def test_filters_apply_online_and_offline_and_the_cache_keeps_unfiltered_o
             "filtered-by": "hide"
         }
         assert (await kubelet.get(f"{pods}/hidden"))[0] == 404
+        await shadow.store.flush()  # reads are written in the background
         assert (cfg.cache_dir / "kubelet" / "pods" / ns / "hidden.json").exists()  # cached unfiltered
 
         await relay.cut()
