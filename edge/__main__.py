@@ -1,5 +1,5 @@
-"""`aggapi-edge`: the edge-node components. Subcommands (shadow, tunnel-agent, health-agent, all) are
-added as each component lands; until then this only reports its version."""
+"""`aggapi-edge`: the edge-node components: shadow, tunnel-agent, health-agent, all (the three in one
+process, edge/allinone.py) and kubelet-sim (a simulated kubelet for labs and tests)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
+from edge import allinone
 from edge.health import cli as health_cli
 from edge.kubelet_sim import cli as kubelet_sim_cli
 from edge.shadow import cli as shadow_cli
@@ -23,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     tunnel_cli.add_parser(subparsers)
     kubelet_sim_cli.add_parser(subparsers)
     health_cli.add_parser(subparsers)
+    allinone.add_parser(subparsers)
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
     if func is None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import aiohttp
 
-from edge.health.config import HealthConfig, PeersFile
+from edge.health.config import USER_AGENT, HealthConfig, PeersFile
 from edge.health.hysteresis import Hysteresis
 from edge.health.members import MembersFeed
 from edge.health.metrics import registry_for
@@ -179,7 +179,7 @@ class HealthAgent:
             return True
         votes = sorted(self.store.pending.values(), key=lambda v: v.get("observedAt", ""))
         if votes:
-            async with aiohttp.ClientSession() as session:
+            async with aiohttp.ClientSession(headers={"User-Agent": USER_AGENT}) as session:
                 for vote in votes:
                     accepted = await self.poster.post(session, vote)
                     if accepted is None:

@@ -31,43 +31,55 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--cert", required=True, type=Path, help="CN=system:node:<node>, O=system:nodes")
     p.add_argument("--key", required=True, type=Path)
     p.add_argument("--ca", required=True, type=Path, help="the node CA (peers are verified against it)")
-    p.add_argument("--peers", default="", help="pool members name=addr,... (this node is ignored)")
-    p.add_argument("--peers-file", type=Path, help="pool members, name=addr per line; re-read when rewritten")
     p.add_argument(
         "--api-server",
         default="",
         help="kube-apiserver URL: pool members from this node's NodePool topology (replacing --peers and "
         "--peers-file), and the default --vote-url",
     )
-    p.add_argument("--members-refresh", type=float, default=60.0, help="seconds between membership reads")
+    p.add_argument("--state-dir", type=Path, help="keep unsent votes here across restarts")
+    add_arguments(p)
+    p.add_argument("-v", "--verbose", action="count", default=0)
+    p.set_defaults(func=run)
+
+
+def add_arguments(p: argparse._ActionsContainer, prefix: str = "") -> None:
+    """The flags besides the identity ones above (node, address, cert, CA, --api-server, --state-dir).
+    `aggapi-edge all` adds them with prefix "health-" (`--health-period`, dest `health_period`)."""
+    p.add_argument(f"--{prefix}peers", default="", help="pool members name=addr,... (this node is ignored)")
     p.add_argument(
-        "--vote-url",
+        f"--{prefix}peers-file", type=Path, help="pool members, name=addr per line; re-read when rewritten"
+    )
+    p.add_argument(
+        f"--{prefix}members-refresh", type=float, default=60.0, help="seconds between membership reads"
+    )
+    p.add_argument(
+        f"--{prefix}vote-url",
         default="",
         help="https://.../edgenodes/{target}/health ('' = from --api-server, or no posting)",
     )
-    p.add_argument("--vote-ca", type=Path, help="CA of the vote server (default --ca)")
-    p.add_argument("--state-dir", type=Path, help="keep unsent votes here across restarts")
-    p.add_argument("--peer-port", type=int, default=DEFAULT_PEER_PORT)
-    p.add_argument("--kubelet-port", type=int, default=DEFAULT_KUBELET_PORT)
-    p.add_argument("--period", type=float, default=10.0, help="seconds between probe periods")
-    p.add_argument("--probe-timeout", type=float, default=2.0, help="seconds")
-    p.add_argument("--probes-per-period", type=int, default=3, help="k: peers probed each period")
-    p.add_argument("--indirect-probes", type=int, default=2, help="peers asked after a failed direct probe")
+    p.add_argument(f"--{prefix}vote-ca", type=Path, help="CA of the vote server (default --ca)")
+    p.add_argument(f"--{prefix}peer-port", type=int, default=DEFAULT_PEER_PORT)
+    p.add_argument(f"--{prefix}kubelet-port", type=int, default=DEFAULT_KUBELET_PORT)
+    p.add_argument(f"--{prefix}period", type=float, default=10.0, help="seconds between probe periods")
+    p.add_argument(f"--{prefix}probe-timeout", type=float, default=2.0, help="seconds")
+    p.add_argument(f"--{prefix}probes-per-period", type=int, default=3, help="k: peers probed each period")
     p.add_argument(
-        "--failure-threshold",
+        f"--{prefix}indirect-probes", type=int, default=2, help="peers asked after a failed direct probe"
+    )
+    p.add_argument(
+        f"--{prefix}failure-threshold",
         type=int,
         default=2,
         help="failed rounds (direct and indirect probes) in a row before Unhealthy",
     )
-    p.add_argument("--success-threshold", type=int, default=2, help="good rounds before Healthy")
-    p.add_argument("--max-pending-votes", type=int, default=1024)
+    p.add_argument(f"--{prefix}success-threshold", type=int, default=2, help="good rounds before Healthy")
+    p.add_argument(f"--{prefix}max-pending-votes", type=int, default=1024)
     p.add_argument(
-        "--metrics-bind-address",
+        f"--{prefix}metrics-bind-address",
         default=DEFAULT_METRICS_BIND_ADDRESS,
         help=f"serve /metrics and /healthz here (default {DEFAULT_METRICS_BIND_ADDRESS}; '' disables)",
     )
-    p.add_argument("-v", "--verbose", action="count", default=0)
-    p.set_defaults(func=run)
 
 
 def config_from(args: argparse.Namespace) -> HealthConfig:

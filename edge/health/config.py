@@ -8,6 +8,9 @@ from pathlib import Path
 
 DEFAULT_PEER_PORT = 10266
 DEFAULT_KUBELET_PORT = 10250
+# Sent to kube-apiserver (or the local shadow-apiserver, which caches reads of components named by the
+# User-Agent's first token; `aggapi-edge` is among its defaults) when reading members and posting votes.
+USER_AGENT = "aggapi-edge/0.1.0 (health-agent)"
 
 
 @dataclass(frozen=True, slots=True)

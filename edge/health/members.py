@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from edge.health.config import parse_peers
+from edge.health.config import USER_AGENT, parse_peers
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class MembersFeed:
         Raises MembershipError (or aiohttp/OS errors) when the cluster cannot tell."""
         self.fetches += 1
         try:
-            async with aiohttp.ClientSession() as session:
+            async with aiohttp.ClientSession(headers={"User-Agent": USER_AGENT}) as session:
                 me = await self._get(session, f"/api/v1/nodes/{quote(self.node, safe='')}")
                 labels = (me.get("metadata") or {}).get("labels") or {}
                 self.pool = str(labels.get(POOL_LABEL) or "")

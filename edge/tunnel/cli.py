@@ -37,27 +37,39 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--key", required=True, type=Path)
     p.add_argument("--ca", required=True, type=Path, help="CA that signed the tunnel servers' certificates")
     p.add_argument("--address", action="append", required=True, help="node IP, as on the Node (repeatable)")
+    add_arguments(p)
+    p.add_argument("-v", "--verbose", action="count", default=0)
+    p.set_defaults(func=run)
+
+
+def add_arguments(p: argparse._ActionsContainer, prefix: str = "") -> None:
+    """The flags besides the identity ones above (servers, node, cert, CA, addresses). `aggapi-edge all`
+    adds them with prefix "tunnel-" (`--tunnel-allow`, dest `tunnel_allow`)."""
     p.add_argument(
-        "--allow",
+        f"--{prefix}allow",
         action="append",
         default=[],
         metavar="HOST:PORT",
         help="target the server may dial (repeatable; default: every --address on port 10250)",
     )
-    p.add_argument("--max-connections", type=int, default=256)
-    p.add_argument("--server-name", default="", help="TLS name expected in the servers' certificates")
-    p.add_argument("--no-follow-peers", action="store_true", help="connect only to the --server endpoints")
-    p.add_argument("--backoff-initial", type=float, default=0.5, help="seconds")
-    p.add_argument("--backoff-max", type=float, default=30.0, help="seconds")
-    p.add_argument("--cert-check-interval", type=float, default=10.0, help="seconds between cert file checks")
+    p.add_argument(f"--{prefix}max-connections", type=int, default=256)
     p.add_argument(
-        "--metrics-bind-address",
+        f"--{prefix}server-name", default="", help="TLS name expected in the servers' certificates"
+    )
+    p.add_argument(
+        f"--{prefix}no-follow-peers", action="store_true", help="connect only to the --server endpoints"
+    )
+    p.add_argument(f"--{prefix}backoff-initial", type=float, default=0.5, help="seconds")
+    p.add_argument(f"--{prefix}backoff-max", type=float, default=30.0, help="seconds")
+    p.add_argument(
+        f"--{prefix}cert-check-interval", type=float, default=10.0, help="seconds between cert file checks"
+    )
+    p.add_argument(
+        f"--{prefix}metrics-bind-address",
         default=DEFAULT_METRICS_BIND_ADDRESS,
         metavar="HOST:PORT",
         help=f"serve /metrics and /healthz here (default {DEFAULT_METRICS_BIND_ADDRESS}; '' disables)",
     )
-    p.add_argument("-v", "--verbose", action="count", default=0)
-    p.set_defaults(func=run)
 
 
 def config_from(args: argparse.Namespace) -> AgentConfig:
