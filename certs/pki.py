@@ -84,10 +84,12 @@ def issue_serving(
     ips: Sequence[str] = (),
     valid_days: int = 365,
     now: datetime | None = None,
+    organizations: Sequence[str] = (),
 ) -> CertKeyPair:
-    """A TLS server certificate. At least one DNS name or IP is required: Go ignores the CN."""
+    """A TLS server certificate. At least one DNS name or IP is required: Go ignores the CN. (A kubelet's
+    serving certificate carries O=system:nodes, CN=system:node:<name>.)"""
     key = new_key()
-    subject = _subject(common_name, ())
+    subject = _subject(common_name, organizations)
     cert = _issue(
         ca,
         key.public_key(),

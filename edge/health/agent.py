@@ -53,7 +53,13 @@ class HealthAgent:
         self.clock = clock
         self.sleep = sleep
         self._rng = rng or random.Random()
-        self.tls = NodeTLS(TLSFiles(config.cert_file, config.key_file, config.ca_file), config.vote_ca_file)
+        serving = None
+        if config.serving_cert_file is not None:
+            key = config.serving_key_file or config.serving_cert_file
+            serving = TLSFiles(config.serving_cert_file, key, config.ca_file)
+        self.tls = NodeTLS(
+            TLSFiles(config.cert_file, config.key_file, config.ca_file), config.vote_ca_file, serving
+        )
         self.prober = Prober(
             lambda: self.tls.peer_client,
             peer_port=config.peer_port,

@@ -46,6 +46,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 def add_arguments(p: argparse._ActionsContainer, prefix: str = "") -> None:
     """The flags besides the identity ones above (node, address, cert, CA, --api-server, --state-dir).
     `aggapi-edge all` adds them with prefix "health-" (`--health-period`, dest `health_period`)."""
+    p.add_argument(
+        f"--{prefix}serving-cert",
+        type=Path,
+        help="certificate of the peer endpoint when --cert is client-only (e.g. the kubelet's serving "
+        "certificate, CN=system:node:<node>); default --cert",
+    )
+    p.add_argument(f"--{prefix}serving-key", type=Path, help="its key (default: --serving-cert)")
     p.add_argument(f"--{prefix}peers", default="", help="pool members name=addr,... (this node is ignored)")
     p.add_argument(
         f"--{prefix}peers-file", type=Path, help="pool members, name=addr per line; re-read when rewritten"
@@ -89,6 +96,8 @@ def config_from(args: argparse.Namespace) -> HealthConfig:
         cert_file=args.cert,
         key_file=args.key,
         ca_file=args.ca,
+        serving_cert_file=args.serving_cert,
+        serving_key_file=args.serving_key or args.serving_cert,
         peers=tuple(parse_peers(args.peers).items()),
         peers_file=args.peers_file,
         api_server=args.api_server,

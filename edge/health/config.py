@@ -20,6 +20,10 @@ class HealthConfig:
     cert_file: Path  # CN=system:node:<node>, O=system:nodes; used as server and client certificate
     key_file: Path
     ca_file: Path  # the node CA: peers are verified against it
+    # The peer endpoint's certificate when cert_file is not also a server certificate (e.g. the
+    # kubelet's serving cert, CN=system:node:<node>); default cert_file/key_file.
+    serving_cert_file: Path | None = None
+    serving_key_file: Path | None = None
     peers: tuple[tuple[str, str], ...] = ()  # static members (name, address); self is ignored
     peers_file: Path | None = None  # re-read when rewritten; its members replace --peers
     # kube-apiserver (node cert): pool members from the node's NodePool topology, and the default vote URL

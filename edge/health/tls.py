@@ -1,6 +1,8 @@
-"""mTLS with node certificates, both ways: the same node cert serves the peer endpoint and signs outgoing
-probes and votes. Peers are verified against the node CA and identified by the certificate subject
-(CN=system:node:<name>, O=system:nodes), not by host name: node certs need not carry IP SANs.
+"""mTLS with node certificates, both ways: the node cert signs outgoing probes and votes, and serves the
+peer endpoint unless a separate serving certificate is given (a kubelet's client certificate is
+clientAuth only and its serving certificate serverAuth only: pass both, as the kubelet has them).
+Peers are verified against the node CA and identified by the certificate subject (CN=system:node:<name>,
+O=system:nodes), not by host name: node certs need not carry IP SANs.
 
 Rotation: `reload_if_changed()` (called by the agent's cert watcher) reloads the server context in place
 (new handshakes use the new cert) and rebuilds the client contexts.
@@ -40,8 +42,9 @@ def node_identity(peercert: Any) -> str | None:
 
 
 class NodeTLS:
-    def __init__(self, files: TLSFiles, vote_ca: Path | None = None) -> None:
+    def __init__(self, files: TLSFiles, vote_ca: Path | None = None, serving: TLSFiles | None = None) -> None:
         self.files = files
+        self.serving = serving if serving is not None else files
         self._vote_ca = vote_ca if vote_ca is not None else files.ca
         self._stamp: Stamp | None = None
         self.server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -52,13 +55,18 @@ class NodeTLS:
         self.reloads = 0
         self._load()
 
+    def _stamps(self) -> Stamp | None:
+        a, b = self.files.stamp(), self.serving.stamp()
+        return None if a is None or b is None else a + b
+
     def reload_if_changed(self) -> bool:
         """Reload when the files changed and are usable together (blocking file IO: run in a thread)."""
-        stamp = self.files.stamp()
+        stamp = self._stamps()
         if stamp is None or stamp == self._stamp:
             return False
         try:
             self.files.load()
+            self.serving.load()
         except (OSError, ValueError) as e:
             log.warning("health agent: certificate files changed but are not usable yet: %s", e)
             return False
@@ -70,9 +78,10 @@ class NodeTLS:
         return True
 
     def _load(self) -> None:
-        self._stamp = self.files.stamp()
+        self._stamp = self._stamps()
         self.files.load()  # raises when they do not match
-        self.server.load_cert_chain(self.files.cert, self.files.key)
+        self.serving.load()
+        self.server.load_cert_chain(self.serving.cert, self.serving.key)
         self.server.load_verify_locations(cafile=str(self.files.ca))
         for ctx, ca in ((self.peer_client, self.files.ca), (self.vote_client, self._vote_ca)):
             ctx.load_cert_chain(self.files.cert, self.files.key)

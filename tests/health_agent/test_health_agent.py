@@ -195,6 +195,52 @@ async def test_a_suspect_is_probed_again_next_period(ca: CertKeyPair, tmp_path: 
         assert "edge-2" not in a.hysteresis.unsettled()  # settled: back to round-robin only
 
 
+async def test_kubelet_style_client_only_and_serving_only_certificates(
+    ca: CertKeyPair, tmp_path: Path, ips: list[str]
+) -> None:
+    """A kubelet has a clientAuth-only client cert and a serverAuth-only serving cert: the agent serves its
+    peer endpoint with the second (--serving-cert) and probes and votes with the first."""
+    ports = (free_port(ips[0]), free_port(ips[0]))
+    names = ["edge-0", "edge-1"]
+    peers = tuple(zip(names, ips[:2], strict=True))
+    configs = []
+    for name, ip in peers:
+        d = tmp_path / name
+        d.mkdir()
+        who = {"common_name": f"system:node:{name}", "organizations": ["system:nodes"]}
+        write_pair(issue_client(ca, **who), d / "client.crt", d / "client.key")
+        write_pair(issue_serving(ca, ips=[ip], **who), d / "serving.crt", d / "serving.key")
+        (d / "ca.crt").write_bytes(ca.cert_pem())
+        configs.append(
+            HealthConfig(
+                node_name=name,
+                address=ip,
+                cert_file=d / "client.crt",
+                key_file=d / "client.key",
+                ca_file=d / "ca.crt",
+                serving_cert_file=d / "serving.crt",
+                serving_key_file=d / "serving.key",
+                peer_port=ports[0],
+                kubelet_port=ports[1],
+                peers=peers,
+            )
+        )
+    for serving, ok in ((True, True), (False, False)):
+        # Without --serving-cert, the client-only certificate serves, and peers refuse the handshake.
+        cfgs = (
+            configs
+            if serving
+            else [replace(c, serving_cert_file=None, serving_key_file=None) for c in configs]
+        )
+        agents = [HealthAgent(c, rng=random.Random(1)) for c in cfgs]
+        async with kubelets(ips[:2], ports[1]), contextlib.AsyncExitStack() as stack:
+            for a in agents:
+                await stack.enter_async_context(a.serving())
+            result = await agents[0].direct_probe(agents[0].members["edge-1"])
+            assert result.ok is ok, result
+            assert result.detail["kubelet"] == "ok" and (result.detail["agent"] == "ok") is ok, result
+
+
 async def test_indirect_probe_saves_a_peer_with_a_blocked_direct_path(
     ca: CertKeyPair, tmp_path: Path, ips: list[str]
 ) -> None:
