@@ -14,8 +14,9 @@ import random
 import uuid
 from pathlib import Path
 
+from aggapi.devcluster.labhealth import METRICS_PORT, PEER_PORT
 from aggapi.devcluster.labkit import free_port
-from aggapi.devcluster.labnodes import check_bindable
+from aggapi.devcluster.labnodes import SHADOW_PORTS, check_bindable
 from aggapi.devlab import Lab, LabConfig
 
 log = logging.getLogger(__name__)
@@ -37,13 +38,19 @@ reviewDenies:
 """
 
 
+# Every port a lab node listens on: kubelet, shadow (HTTP, health, HTTPS), health agent (peers, metrics).
+NODE_PORTS = (10250, *SHADOW_PORTS, PEER_PORT, METRICS_PORT)
+
+
 def free_node_addresses(count: int) -> tuple[str, ...]:
-    """`count` free 127.0.1.N:10250 (N in 100..250, away from `aggapi dev`'s .10 and up)."""
+    """`count` addresses 127.0.1.N (N in 100..250, away from `aggapi dev`'s .10 and up) free on every
+    port a lab node uses."""
     candidates = random.sample(range(100, 251), k=151)
     found: list[str] = []
     for n in candidates:
         try:
-            check_bindable(f"127.0.1.{n}")
+            for port in NODE_PORTS:
+                check_bindable(f"127.0.1.{n}", port)
         except RuntimeError:
             continue
         found.append(f"127.0.1.{n}")
