@@ -46,6 +46,10 @@ def shadow_args(edge: LabNodes, node: EdgeNode, probe_period: str) -> list[str]:
         f"--bind-address={node.address}",
         f"--port={HTTP_PORT}",
         f"--secure-port={SECURE_PORT}",
+        # The HTTPS port on the node's address, which the masterservice filter gives pods as the
+        # `kubernetes` Service (a real node uses a dummy interface with 169.254.2.1, docs/shadow.md).
+        f"--secure-bind-address={node.address}",
+        f"--master-service-host={node.address}",
         f"--tls-cert-file={d / 'kubelet.crt'}",
         f"--tls-private-key-file={d / 'kubelet.key'}",
         f"--health-port={HEALTH_PORT}",

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edge.shadow.disk import DiskStore, Loaded
-from edge.shadow.requestinfo import RequestInfo
+from edge.shadow.requestinfo import ANONYMOUS_SCOPE, RequestInfo
 from edge.shadow.selectors import Selection, canonical
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,12 @@ class Cache:
         self.loaded = False
 
     def caches(self, component: str) -> bool:
-        return "*" in self.components or component in self.components
+        """`coredns` (node credentials) and `coredns@token` (a pod's token) are cached when coredns is
+        listed; `...@anonymous` (no credentials on the HTTPS port) never is."""
+        name, _, scope = component.partition("@")
+        if scope and "@" + scope == ANONYMOUS_SCOPE:
+            return False
+        return "*" in self.components or name in self.components
 
     # ---- start -----------------------------------------------------------------------------------
 

@@ -157,6 +157,12 @@ def add_arguments(p: argparse._ActionsContainer, prefix: str = "") -> None:
         default=True,
         help="the topologyKeys value kubernetes.io/zone means the NodePool, as in OpenYurt (default true)",
     )
+    p.add_argument(
+        f"--{prefix}secure-bind-address",
+        default="",
+        help="where the HTTPS port listens (default: the --master-service-host when the masterservice "
+        "filter is on and --bind-address is 127.0.0.1, else --bind-address); see docs/shadow.md",
+    )
 
 
 def config_from(args: argparse.Namespace) -> ShadowConfig:
@@ -185,6 +191,7 @@ def config_from(args: argparse.Namespace) -> ShadowConfig:
         cert_check_interval=args.cert_check_interval,
         fsync=args.cache_fsync,
         filters=filters_from(args),
+        secure_bind_address=args.secure_bind_address,
     )
 
 

@@ -6,9 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from edge.shadow.filters.config import FiltersConfig
+from edge.shadow.filters.config import MASTER_SERVICE, FiltersConfig
 
 DEFAULT_COMPONENTS = ("kubelet", "kube-proxy", "coredns", "flanneld", "aggapi-edge")
+DEFAULT_BIND_ADDRESS = "127.0.0.1"
+WILDCARDS = ("0.0.0.0", "::")
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,7 +21,7 @@ class ShadowConfig:
     cert_file: Path  # the node's client cert (the kubelet's, CN=system:node:<node>); re-read when it changes
     key_file: Path
     cache_dir: Path
-    bind_address: str = "127.0.0.1"
+    bind_address: str = DEFAULT_BIND_ADDRESS  # the HTTP and health ports (HTTP: the node's credentials)
     port: int = 10261  # plain HTTP (loopback only)
     secure_port: int = 10268  # HTTPS with tls_cert_file/tls_private_key_file; 0 disables
     tls_cert_file: Path | None = None
@@ -39,6 +41,41 @@ class ShadowConfig:
     # The object filters (docs/shadow-filters.md); None = no filtering (the in-process default, so
     # callers that pass filters themselves keep working). The CLI always sets one.
     filters: FiltersConfig | None = None
+    # The HTTPS port's address; "" = `secure_address` decides (docs/shadow.md, "Addresses").
+    secure_bind_address: str = ""
+
+    @property
+    def masterservice(self) -> FiltersConfig | None:
+        """The filters, when masterservice is on (it points pods at `master_host:master_port`)."""
+        f = self.filters
+        return f if f is not None and MASTER_SERVICE in f.enabled else None
+
+    @property
+    def secure_address(self) -> str:
+        """Where the HTTPS port listens: --secure-bind-address; else the master-service host when the
+        masterservice filter is on and --bind-address is the loopback default (pods cannot reach the
+        host's loopback: the filter's address is what they use); else --bind-address (where it listened
+        before the two were separate, so a deployment that moved --bind-address keeps its listener)."""
+        if self.secure_bind_address:
+            return self.secure_bind_address
+        ms = self.masterservice
+        if ms is not None and self.bind_address == DEFAULT_BIND_ADDRESS:
+            return ms.master_host
+        return self.bind_address
+
+    def advertised_unserved(self) -> str:
+        """Why pods sent to the masterservice address would not reach the HTTPS port, or ""."""
+        ms = self.masterservice
+        if ms is None or not self.secure_port:
+            return ""
+        if self.secure_address not in (ms.master_host, *WILDCARDS):
+            return (
+                f"the masterservice filter points pods at {ms.master_host}:{ms.master_port} but the HTTPS "
+                f"port listens on {self.secure_address}:{self.secure_port}; set --secure-bind-address="
+                f"{ms.master_host} (the address must exist on this host, e.g. on a dummy interface), or "
+                f"--master-service-host to the address pods reach the HTTPS port on"
+            )
+        return ""
 
     def validate(self) -> list[str]:
         errors: list[str] = []
@@ -64,6 +101,8 @@ class ShadowConfig:
             errors.append("--connect-timeout and --request-timeout must be positive")
         if self.max_requests_inflight < 0:
             errors.append("--max-requests-inflight must not be negative")
+        if self.secure_bind_address and self.advertised_unserved():  # chosen explicitly: a mistake
+            errors.append(self.advertised_unserved())
         if self.filters is not None:
             errors.extend(f"filters: {e}" for e in self.filters.validate())
             if self.filters.node_name and self.filters.node_name != self.node_name:

@@ -27,7 +27,7 @@ from aiohttp import web
 from edge.shadow.cache import Cache, View, nonresource_key, obj_key
 from edge.shadow.filters import FilterRequest, ObjectFilter
 from edge.shadow.merge import apply_patch
-from edge.shadow.reconcile import LEASE_NS, PendingWrites
+from edge.shadow.reconcile import LEASE, LEASE_NS, NODE_STATUS, PendingWrites
 from edge.shadow.requestinfo import RequestInfo
 from edge.shadow.selectors import Selection, SelectorError
 from edge.shadow.status import accepts_json, json_response, not_found, offline_refused, status_response
@@ -49,7 +49,7 @@ def run_filters(filters: Sequence[ObjectFilter], req: FilterRequest, obj: Obj) -
 
 def filter_request(info: RequestInfo) -> FilterRequest:
     return FilterRequest(
-        component=info.component,
+        component=info.client,
         verb=info.verb,
         group=info.group,
         version=info.version,
@@ -89,6 +89,20 @@ class Local:
         self.filters = tuple(filters)
         self.bookmark_interval = bookmark_interval
         self.watches: set[OfflineWatch] = set()
+        # False while the shadow is online: a watch that decided to be served here but registers only
+        # after the switch (it was still preparing its response) is closed at once, so no watch is
+        # left held open offline while online (the client re-watches upstream).
+        self.serving_watches = True
+
+    def register(self, watch: OfflineWatch) -> None:
+        """Hold `watch` open until the reconnect closes it (or at once, if the shadow is online)."""
+        self.watches.add(watch)
+        if not self.serving_watches:
+            watch.close()
+
+    def close_watches(self) -> None:
+        for watch in list(self.watches):
+            watch.close()
 
     async def handle(
         self, request: web.Request, info: RequestInfo, body: bytes
@@ -114,7 +128,7 @@ class Local:
             return offline_refused(
                 info, "a protobuf request body cannot be applied locally; configure the client for JSON"
             ), "local"
-        if info.verb in ("patch", "update") and self._is_own(info):
+        if self.own_write(info) is not None:
             return await self._local_write(request, info, body), "local"
         if info.verb == "create" and info.resource == "events" and not info.subresource:
             return self._echo_event(info, body), "local"
@@ -179,7 +193,7 @@ class Local:
         watch = OfflineWatch(info, selection, view, bookmarks)
         resp = web.StreamResponse(headers={"Content-Type": "application/json"})
         await resp.prepare(request)
-        self.watches.add(watch)
+        self.register(watch)
         item_kind = view.kind[:-4] if view.kind.endswith("List") else view.kind
         req = filter_request(info)
         chosen = [f for f in self.filters if f.wants(req)]
@@ -211,6 +225,13 @@ class Local:
         return resp
 
     # ---- writes accepted offline ------------------------------------------------------------------
+
+    def own_write(self, info: RequestInfo) -> str | None:
+        """Which pending write (NODE_STATUS, LEASE) `info` is: an update or patch of this node's status
+        or Lease with the node's own credentials (never a token's: that would be pushed as the node)."""
+        if info.verb not in ("patch", "update") or info.component != info.client or not self._is_own(info):
+            return None
+        return NODE_STATUS if info.resource == "nodes" else LEASE
 
     def _is_own(self, info: RequestInfo) -> bool:
         if info.group == "" and info.resource == "nodes" and info.name == self.node_name:

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -28,7 +29,7 @@ from edge.shadow.filters import FilterRequest, ObjectFilter
 from edge.shadow.local import Local, filter_request, run_filters
 from edge.shadow.metrics import ShadowMetrics
 from edge.shadow.remote import HOP_BY_HOP, Upstream, UpstreamUnavailable
-from edge.shadow.requestinfo import RequestInfo, parse
+from edge.shadow.requestinfo import ANONYMOUS_SCOPE, TOKEN_SCOPE, RequestInfo, parse
 from edge.shadow.status import accepts_json, json_response, status_response, wants_transform
 
 log = logging.getLogger(__name__)
@@ -64,11 +65,21 @@ class Proxy:
         self._warned_protobuf: set[str] = set()
 
     def set_online(self, online: bool) -> None:
+        """Switch where new requests go. Online: every watch still held open offline is closed, and one
+        that registers later is closed at once (Local.serving_watches). Offline: proxied watches are cut
+        (clients re-watch and are served locally) and requests still waiting for upstream's headers
+        are answered as if upstream were unreachable."""
         self.online = online
+        self.local.serving_watches = not online
         self.metrics.cloud_healthy.set(1.0 if online else 0.0)
-        if not online:
-            for resp in list(self._online_watches):  # clients re-watch and are served locally
-                resp.close()
+        if online:
+            self.local.close_watches()
+            return
+        for resp in list(self._online_watches):
+            resp.close()
+        cut = self.upstream.cut_waiting()
+        if cut:
+            log.info("shadow: %d upstream requests still waiting for an answer cut", cut)
 
     @contextlib.contextmanager
     def online_watch(self, resp: aiohttp.ClientResponse) -> Iterator[None]:
@@ -82,11 +93,23 @@ class Proxy:
     def close_watches(self) -> None:
         for resp in list(self._online_watches):
             resp.close()
-        for watch in list(self.local.watches):
-            watch.close()
+        self.local.close_watches()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        """A request on the loopback HTTP port."""
+        return await self._handle(request, secure=False)
+
+    async def handle_secure(self, request: web.Request) -> web.StreamResponse:
+        """A request on the HTTPS port: pods. Without a bearer token it is never given the node's
+        credentials (docs/shadow.md, "Credentials")."""
+        return await self._handle(request, secure=True)
+
+    async def _handle(self, request: web.Request, *, secure: bool) -> web.StreamResponse:
         info = parse(request.method, request.path, request.query, request.headers.get("User-Agent", ""))
+        if "Authorization" in request.headers:
+            info = replace(info, component=info.component + TOKEN_SCOPE)
+        elif secure:
+            info = replace(info, component=info.component + ANONYMOUS_SCOPE)
         long_running = info.verb == "watch" or info.subresource in LONG_RUNNING_SUBRESOURCES
         limit = self.cfg.max_requests_inflight
         if not long_running and limit and self.inflight >= limit:
@@ -116,15 +139,20 @@ class Proxy:
         if self.online:
             try:
                 resp = await self._remote(request, info, body)
-                self.metrics.requests.labels(info.component, info.verb, "remote").inc()
+                self.metrics.requests.labels(info.client, info.verb, "remote").inc()
                 return resp
             except UpstreamUnavailable as e:
                 readable = request.method == "GET" and info.verb != "watch"
-                if not readable:
+                if self.online and not readable:  # (went offline meanwhile: answered as offline)
                     return status_response(503, f"cloud unreachable: {e}", info=info)
                 log.info("shadow: %s %s: upstream unreachable, answering from cache", info.verb, request.path)
+        if info.component.endswith(ANONYMOUS_SCOPE):
+            self.metrics.requests.labels(info.client, info.verb, "local").inc()
+            return status_response(
+                401, "Unauthorized: the cloud is unreachable and no bearer token was given"
+            )
         resp, source = await self.local.handle(request, info, body)
-        self.metrics.requests.labels(info.component, info.verb, source).inc()
+        self.metrics.requests.labels(info.client, info.verb, source).inc()
         return resp
 
     # ---- online -----------------------------------------------------------------------------------
@@ -138,13 +166,13 @@ class Proxy:
         chosen = [f for f in self.filters if f.wants(freq)] if freq is not None else []
         if (cacheable or chosen) and (wants_transform(accept) or not accepts_json(accept)):
             if cacheable and not wants_transform(accept):
-                self.metrics.protobuf_passthrough.labels(info.component).inc()
-                if info.component not in self._warned_protobuf:
-                    self._warned_protobuf.add(info.component)
+                self.metrics.protobuf_passthrough.labels(info.client).inc()
+                if info.client not in self._warned_protobuf:
+                    self._warned_protobuf.add(info.client)
                     log.warning(
                         "shadow: %s accepts only protobuf (Accept: %s): proxied but NOT cached; configure it "
                         "for JSON (kubelet: --kube-api-content-type=application/json), see docs/shadow.md",
-                        info.component,
+                        info.client,
                         accept,
                     )
             cacheable, chosen = False, []
@@ -163,10 +191,18 @@ class Proxy:
         if buffered:
             headers.pop("Accept-Encoding", None)
         long_running = info.verb == "watch" or info.subresource in LONG_RUNNING_SUBRESOURCES
+        anonymous = info.component.endswith(ANONYMOUS_SCOPE)
         resp = await self.upstream.request(
-            request.method, request.path_qs, headers, body or None, streaming=long_running
+            request.method,
+            request.path_qs,
+            headers,
+            body or None,
+            streaming=long_running,
+            anonymous=anonymous,
         )
         try:
+            if 200 <= resp.status < 300 and info.component == info.client:  # the node's credentials
+                await self._supersede(info)
             if info.verb == "watch" and (cacheable or chosen) and resp.status == 200:
                 return await self._watch(request, info, resp, cacheable, chosen, freq)
             if not buffered or info.verb == "watch":
@@ -183,6 +219,16 @@ class Proxy:
                 request, info, resp.status, raw, cacheable, records_write, chosen, freq
             )
         return web.Response(status=resp.status, body=raw, headers=_copy_headers(resp))
+
+    async def _supersede(self, info: RequestInfo) -> None:
+        """The node's own status or Lease written upstream (a reconnect may still be pushing the one
+        accepted offline): the offline one is older; it is dropped rather than pushed after this."""
+        which = self.local.own_write(info)
+        if which is None or (info.resource == "nodes" and info.subresource != "status"):
+            return  # (a write of the Node object itself leaves its status alone)
+        if await self.local.pending.clear(which):
+            log.info("shadow: %s accepted offline superseded by %s's own write upstream", which, info.client)
+            self.metrics.local_writes.labels("superseded").inc()
 
     async def _json_answer(
         self,

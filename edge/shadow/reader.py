@@ -61,7 +61,7 @@ class ShadowReader:
                 if view is None:
                     raise
                 log.info("shadow: %s, using the cached list until it answers", e)
-        self.proxy.metrics.requests.labels(info.component, "list", "cache").inc()
+        self.proxy.metrics.requests.labels(info.client, "list", "cache").inc()
         view = self.proxy.cache.covering_view(info)
         if view is None:
             raise ReadError(f"list {path}: the cloud is unreachable and the shadow has not cached it")
@@ -77,14 +77,14 @@ class ShadowReader:
         if self.proxy.online:  # an unreachable upstream is raised (a client's watch gets 503 then)
             path_qs = f"{base}?{urlencode(query)}"
             resp = await self.proxy.upstream.request("GET", path_qs, HEADERS, None, streaming=True)
-            self.proxy.metrics.requests.labels(info.component, "watch", "remote").inc()
+            self.proxy.metrics.requests.labels(info.client, "watch", "remote").inc()
             try:
                 async for event in self._watch_remote(info, resp):
                     yield event
             finally:
                 resp.release()
             return
-        self.proxy.metrics.requests.labels(info.component, "watch", "cache").inc()
+        self.proxy.metrics.requests.labels(info.client, "watch", "cache").inc()
         async for event in self._watch_cached(info):
             yield event
 
@@ -97,7 +97,7 @@ class ShadowReader:
             raw = await within(resp.read(), self.proxy.cfg.request_timeout)
         finally:
             resp.release()
-        self.proxy.metrics.requests.labels(info.component, "list", "remote").inc()
+        self.proxy.metrics.requests.labels(info.client, "list", "remote").inc()
         body = _json(raw)
         if resp.status != 200 or body is None:
             error = Unavailable if resp.status == 429 or resp.status >= 500 else ReadError
@@ -146,7 +146,7 @@ class ShadowReader:
         if view is None:
             raise ReadError(f"watch {info.path}: the cloud is unreachable and the shadow has not cached it")
         watch = OfflineWatch(info, _selection(info), view, bookmarks=True)
-        self.proxy.local.watches.add(watch)
+        self.proxy.local.register(watch)
         try:
             while (item := await watch.queue.get()) is not None:
                 yield item

@@ -1,4 +1,5 @@
-"""Reconnect: what the shadow does when the cloud comes back, before it routes requests upstream again.
+"""Reconnect: what the shadow does when the cloud comes back. Steps 1 and 2 run before it routes
+requests upstream again; it goes online right after step 2 (no await in between), then runs step 3.
 
 1. Every cached list view is listed afresh upstream with its own selection (node credentials) and
    replaces the cached one: objects deleted meanwhile disappear from disk.
@@ -8,12 +9,14 @@
 3. Writes accepted offline are pushed: the node status as one strategic merge patch (all patches
    accepted offline merged, conditions by type), the Lease spec onto a fresh GET of the upstream Lease
    (renewals are last-write-wins by design). A 409 or other refusal drops the write with a log line.
+   A write of the node's own status or Lease proxied upstream meanwhile supersedes it (proxy.py).
 
 Writes accepted offline are kept in `{cache_dir}/_pending/` so a restart offline does not lose them."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -62,12 +65,20 @@ class PendingWrites:
         self.lease_spec = spec
         await self.store.apply([("put", LEASE, {"spec": spec})])
 
-    async def clear(self, which: str) -> None:
+    def current(self, which: str) -> Obj | None:
+        return self.node_status if which == NODE_STATUS else self.lease_spec
+
+    async def clear(self, which: str, pushed: Obj | None = None) -> bool:
+        """Forget the write (given `pushed`: only if it is still that one, not a newer one accepted
+        offline meanwhile). True if it was forgotten."""
+        if self.current(which) is None or (pushed is not None and self.current(which) is not pushed):
+            return False
         if which == NODE_STATUS:
             self.node_status = None
         else:
             self.lease_spec = None
         await self.store.apply([("delete", which, None)])
+        return True
 
 
 def list_path(view: View) -> str:
@@ -107,7 +118,10 @@ class Reconnector:
         self.metrics = metrics
         self.timeout = timeout
 
-    async def run(self) -> None:
+    async def run(self, go_online: Callable[[], None] = lambda: None) -> None:
+        """Relist, send offline watches what changed and close them, then `go_online()` (at once: no
+        await in between, so no watch can register offline after the close), then push the writes
+        accepted offline while new requests already go upstream."""
         diffs: dict[str, Diff] = {}
         for view in list(self.cache.views.values()):
             try:
@@ -150,6 +164,7 @@ class Reconnector:
                     }
                     watch.push("BOOKMARK", bookmark)
             watch.close()
+        go_online()
         await self._push_writes()
 
     async def _call(
@@ -170,32 +185,32 @@ class Reconnector:
             return resp.status, raw.decode(errors="replace")
 
     async def _push_writes(self) -> None:
+        """Runs while new requests already go upstream: a write of the node itself that reaches kube-
+        apiserver meanwhile supersedes the pending one (Proxy drops it), which is then not pushed, or
+        not cleared if a newer one was accepted offline (the cloud went away again) meanwhile."""
         me = self.node_name
-        if self.pending.node_status is not None:
+        status = self.pending.node_status
+        if status is not None:
             try:
-                code, out = await self._call(
-                    "PATCH",
-                    f"/api/v1/nodes/{me}/status",
-                    self.pending.node_status,
-                    "application/strategic-merge-patch+json",
-                )
+                code, out = await self._call("PATCH", f"/api/v1/nodes/{me}/status", status, SMP)
             except (UpstreamUnavailable, aiohttp.ClientError, TimeoutError, OSError) as e:
                 log.warning("shadow: reconnect: node status not pushed yet (%r); will retry", e)
                 return
-            self._outcome("node status", code, out)
-            await self.pending.clear(NODE_STATUS)
-        if self.pending.lease_spec is not None:
+            if await self.pending.clear(NODE_STATUS, status):
+                self._outcome("node status", code, out)
+        spec = self.pending.lease_spec
+        if spec is not None:
             path = f"/apis/coordination.k8s.io/v1/namespaces/{LEASE_NS}/leases/{me}"
             try:
                 code, lease = await self._call("GET", path)
-                if code == 200 and isinstance(lease, dict):
-                    lease["spec"] = {**(lease.get("spec") or {}), **self.pending.lease_spec}
+                if code == 200 and isinstance(lease, dict) and self.pending.lease_spec is spec:
+                    lease["spec"] = {**(lease.get("spec") or {}), **spec}
                     code, lease = await self._call("PUT", path, lease)
             except (UpstreamUnavailable, aiohttp.ClientError, TimeoutError, OSError) as e:
                 log.warning("shadow: reconnect: lease not pushed yet (%r); will retry", e)
                 return
-            self._outcome("lease", code, lease)
-            await self.pending.clear(LEASE)
+            if await self.pending.clear(LEASE, spec):
+                self._outcome("lease", code, lease)
 
     def _outcome(self, what: str, code: int, out: Any) -> None:
         if 200 <= code < 300:

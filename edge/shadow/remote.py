@@ -1,20 +1,27 @@
 """The shadow's client of kube-apiserver: failover across the configured servers, and whose credentials.
 
-- Requests without an `Authorization` header (the kubelet, kube-proxy with the node's kubeconfig
-  pointing here) go out with the node's client certificate. The cert/key files are re-read when they
-  change (the kubelet rotates them), so an expiry offline is healed by the first rotation after it.
-- Requests with a bearer token (pods) go out on a second session that presents NO client
+- Requests without an `Authorization` header on the loopback HTTP port (the kubelet, kube-proxy with
+  the node's kubeconfig pointing here) go out with the node's client certificate. The cert/key files
+  are re-read when they change (the kubelet rotates them), so an expiry offline is healed by the first
+  rotation after it.
+- Requests with a bearer token (pods), and requests without one on the HTTPS port (`anonymous=True`:
+  kube-apiserver then treats them as anonymous), go out on a second session that presents NO client
   certificate, so a pod never acts with the node's rights.
+- The answer's headers are awaited at most connect + request timeout, also for watches (whose body
+  then may stay silent for as long as the watch lasts), and `cut_waiting()` (the cloud went away)
+  makes every request still waiting for its headers raise UpstreamUnavailable at once.
 - Bodies stream through untouched (`auto_decompress=False`); the caller reads the response as it likes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import ssl
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from multidict import CIMultiDict
@@ -64,6 +71,8 @@ class Upstream:
         self._token_ctx = ssl.create_default_context(cafile=str(cfg.ca_file))
         self._node: aiohttp.ClientSession | None = None
         self._token: aiohttp.ClientSession | None = None
+        self._waiting: set[asyncio.Task[Any]] = set()  # tasks waiting for an answer's headers
+        self._cut: set[asyncio.Task[Any]] = set()  # ... of which cut_waiting() cancelled these
 
     async def start(self) -> None:
         def session(ctx: ssl.SSLContext) -> aiohttp.ClientSession:
@@ -104,10 +113,13 @@ class Upstream:
         body: bytes | None,
         *,
         streaming: bool = False,
+        anonymous: bool = False,
     ) -> aiohttp.ClientResponse:
         """Send to the first server that answers (starting with the last good one). The caller releases
-        the response. Raises UpstreamUnavailable when none can be reached."""
-        use_token = "authorization" in {k.lower() for k in headers}
+        the response. Raises UpstreamUnavailable when none can be reached, none sent the headers within
+        connect + request timeout, or cut_waiting() was called meanwhile. `anonymous`: never with the
+        node's certificate (a request without a token that came in on the HTTPS port)."""
+        use_token = anonymous or "authorization" in {k.lower() for k in headers}
         session = self._token if use_token else self._node
         if session is None:
             raise RuntimeError("Upstream.start() first")
@@ -122,21 +134,47 @@ class Upstream:
             connect=self.cfg.connect_timeout,
             sock_read=None if streaming else self.cfg.request_timeout,
         )
+        headers_within = self.cfg.connect_timeout + self.cfg.request_timeout
+        task = asyncio.current_task()
+        assert task is not None
         last: Exception | None = None
         n = len(self.servers)
-        for i in range(n):
-            idx = (self.current + i) % n
-            try:
-                resp = await session.request(
-                    method, self.servers[idx] + path_qs, headers=out, data=body, timeout=timeout
-                )
-            except CONNECT_ERRORS as e:
-                last = e
-                log.debug("shadow: upstream %s: %r", self.servers[idx], e)
-                continue
-            self.current = idx
-            return resp
+        self._waiting.add(task)
+        try:
+            for i in range(n):
+                idx = (self.current + i) % n
+                try:
+                    resp = await within(
+                        session.request(
+                            method, self.servers[idx] + path_qs, headers=out, data=body, timeout=timeout
+                        ),
+                        headers_within,
+                    )
+                except CONNECT_ERRORS as e:
+                    last = e
+                    log.debug("shadow: upstream %s: %r", self.servers[idx], e)
+                    continue
+                self.current = idx
+                return resp
+        except asyncio.CancelledError:
+            if task not in self._cut or task.cancelling() > 1:  # cancelled for another reason too
+                raise
+            raise UpstreamUnavailable("the cloud became unreachable while waiting for the answer") from None
+        finally:
+            self._waiting.discard(task)
+            if task in self._cut:
+                self._cut.discard(task)
+                task.uncancel()
         raise UpstreamUnavailable(f"no kube-apiserver reachable ({last!r})")
+
+    def cut_waiting(self) -> int:
+        """Make every request still waiting for its answer's headers raise UpstreamUnavailable (the
+        cloud was declared unreachable: their connections may be black holes). How many."""
+        cut = [t for t in self._waiting if t not in self._cut and not t.done()]
+        for t in cut:
+            self._cut.add(t)
+            t.cancel()
+        return len(cut)
 
     async def probe(self) -> bool:
         """One health probe: any server answering /readyz (or /healthz) with 200."""

@@ -9,6 +9,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
+# Who a request acts as, and so which cache it may read and fill (docs/shadow.md, "Credentials"): the
+# node (no Authorization, on the loopback HTTP port) uses the component's own cache; a bearer token uses
+# `<component>@token` (never what was read with the node's credentials); a request without credentials
+# on the HTTPS port is `<component>@anonymous` and caches nothing. `@` never occurs in a component
+# taken from a User-Agent (component_of replaces it), so the scopes cannot collide.
+TOKEN_SCOPE = "@token"
+ANONYMOUS_SCOPE = "@anonymous"
 _VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete", "HEAD": "get"}
 
 
@@ -35,6 +42,12 @@ class RequestInfo:
     @property
     def api_version(self) -> str:
         return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def client(self) -> str:
+        """The component without its credential scope (`coredns@token` → `coredns`): metric labels and
+        filters go by it."""
+        return self.component.partition("@")[0]
 
     @property
     def is_read(self) -> bool:

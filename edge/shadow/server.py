@@ -11,6 +11,7 @@ or a sequence given by the caller (who then feeds their topology itself)."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import ssl
 from collections.abc import Sequence
@@ -140,27 +141,33 @@ class Shadow:
 
     async def _serve(self) -> None:
         cfg = self.cfg
-        sites: list[tuple[str, int, ssl.SSLContext | None, web.Application]] = [
-            ("http", cfg.port, None, self._proxy_app())
+        sites: list[tuple[str, str, int, ssl.SSLContext | None, web.Application]] = [
+            ("http", cfg.bind_address, cfg.port, None, self._proxy_app(secure=False))
         ]
         if cfg.secure_port and cfg.tls_cert_file and cfg.tls_private_key_file:
             serving = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             serving.load_cert_chain(str(cfg.tls_cert_file), str(cfg.tls_private_key_file))
-            sites.append(("https", cfg.secure_port, serving, self._proxy_app()))
+            https = ("https", cfg.secure_address, cfg.secure_port, serving, self._proxy_app(secure=True))
+            sites.append(https)
+            if unserved := cfg.advertised_unserved():
+                log.error("shadow: %s", unserved)
         if cfg.health_port:
-            sites.append(("health", cfg.health_port, None, self._health_app()))
-        for name, port, ctx, app in sites:
+            sites.append(("health", cfg.bind_address, cfg.health_port, None, self._health_app()))
+        for name, address, port, ctx, app in sites:
             runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
             await runner.setup()
             self._runners.append(runner)
-            site = web.TCPSite(runner, cfg.bind_address, port, ssl_context=ctx)
-            await site.start()
+            site = web.TCPSite(runner, address, port, ssl_context=ctx)
+            try:
+                await site.start()
+            except OSError as e:
+                raise OSError(e.errno, _bind_error(cfg, name, address, port, e)) from e
             self.ports[name] = int(runner.addresses[0][1])
-            log.info("shadow: serving %s on %s:%d", name, cfg.bind_address, self.ports[name])
+            log.info("shadow: serving %s on %s:%d", name, address, self.ports[name])
 
-    def _proxy_app(self) -> web.Application:
+    def _proxy_app(self, *, secure: bool) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY)
-        app.router.add_route("*", "/{tail:.*}", self.proxy.handle)
+        app.router.add_route("*", "/{tail:.*}", self.proxy.handle_secure if secure else self.proxy.handle)
         return app
 
     def _health_app(self) -> web.Application:
@@ -194,10 +201,11 @@ class Shadow:
             self.proxy.set_online(False)
             self._was_online = False
             return
-        # Back (or first up): relist cached views, close offline watches, push local writes, then go remote.
-        await self.reconnector.run()
+        # Back (or first up): relist cached views, send offline watches what changed and close them, go
+        # remote at once (no await in between: no watch registers offline once online), then push the
+        # writes accepted offline (docs/shadow.md, "Reconnect").
+        await self.reconnector.run(go_online=lambda: self.proxy.set_online(True))
         self.metrics.reconnects.inc()
-        self.proxy.set_online(True)
         self._was_online = True
 
     async def _watch_certs(self) -> None:
@@ -205,6 +213,21 @@ class Shadow:
             await asyncio.sleep(self.cfg.cert_check_interval)
             if self.upstream.reload_if_changed():
                 self.metrics.cert_reloads.inc()
+
+
+def _bind_error(cfg: ShadowConfig, name: str, address: str, port: int, e: OSError) -> str:
+    why = f"cannot listen on {address}:{port} for the {name} port: {e.strerror or e}"
+    ms = cfg.masterservice
+    if name != "https" or e.errno != errno.EADDRNOTAVAIL:
+        return why
+    if ms is not None and address == ms.master_host:
+        return (
+            f"{why}. The masterservice filter points pods at {address}:{ms.master_port}, so the address must "
+            f"exist on this host: create it (`ip link add yurthub-dummy0 type dummy; ip addr add "
+            f"{address}/32 dev yurthub-dummy0; ip link set yurthub-dummy0 up`), or set "
+            f"--secure-bind-address and --master-service-host to an address of this node that pods reach"
+        )
+    return f"{why}. Set --secure-bind-address to an address of this host"
 
 
 async def run_shadow(cfg: ShadowConfig, filters: Sequence[ObjectFilter] = ()) -> None:

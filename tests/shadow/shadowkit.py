@@ -1,6 +1,6 @@
 """Helpers for the shadow-apiserver tests: a TCP relay between the shadow and the devcluster that a test
-can cut (a real network cut: connections reset, new ones refused), stall (accepted, never forwarded) and
-restore; an async JSON client; polling without timing assertions."""
+can cut (a real network cut: connections reset, new ones refused), stall (accepted, never forwarded),
+freeze (open connections go silent) and restore; an async JSON client; polling without timing assertions."""
 
 from __future__ import annotations
 
@@ -44,6 +44,8 @@ class Relay:
         self.port = 0
         self._flowing = asyncio.Event()
         self._flowing.set()
+        self._moving = asyncio.Event()  # cleared: open connections stop forwarding (gone silent)
+        self._moving.set()
         self._server: asyncio.Server | None = None
         self._conns: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -71,8 +73,16 @@ class Relay:
         else:
             self._flowing.set()
 
+    def freeze(self, frozen: bool) -> None:
+        """While frozen, open connections stay open but forward nothing (a link gone silent)."""
+        if frozen:
+            self._moving.clear()
+        else:
+            self._moving.set()
+
     async def restore(self) -> None:
         self._flowing.set()
+        self._moving.set()
         if self._server is None:
             await self.start()
 
@@ -96,10 +106,10 @@ class Relay:
             self._conns.discard(writer)
             self._tasks.discard(task)
 
-    @staticmethod
-    async def _pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    async def _pipe(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         try:
             while data := await r.read(65536):
+                await self._moving.wait()
                 w.write(data)
                 await w.drain()
         finally:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import aiohttp
-from shadowkit import Kube, Relay, names, pod, running, wait_mode
+from shadowkit import Kube, Relay, eventually, names, pod, running, wait_mode
 
 from edge.shadow import cli
 from edge.shadow.config import ShadowConfig
@@ -130,3 +130,56 @@ async def test_while_healthy_a_read_that_cannot_connect_is_answered_from_the_cac
         remote = served("list", "remote")
         assert names((await kubelet.get(pods))[1]) == ["p"]
         assert served("list", "remote") == remote + 1
+
+
+async def _silent_link(relay: Relay, kubelet: Kube, pods: str) -> None:
+    """A pooled upstream connection (from a read), then the link goes silent: that connection forwards
+    nothing any more and new ones are accepted and never forwarded."""
+    assert (await kubelet.get(pods))[0] == 200
+    relay.freeze(True)
+    relay.stall(True)
+
+
+async def _watch_status(http: aiohttp.ClientSession, url: str, got: list[int]) -> None:
+    async with http.get(url, headers={"User-Agent": "kubelet/1", "Accept": "application/json"}) as r:
+        got.append(r.status)
+        with contextlib.suppress(aiohttp.ClientError):
+            await r.content.read(1)
+
+
+async def test_a_watch_on_a_silent_connection_waits_for_headers_at_most_connect_plus_request_timeout(
+    cfg: ShadowConfig, relay: Relay, http: aiohttp.ClientSession, ns: str
+) -> None:
+    pods = f"/api/v1/namespaces/{ns}/pods"
+    cfg = replace(cfg, probe_period=3600.0, connect_timeout=0.3, request_timeout=1.0)  # stays "healthy"
+    async with running(cfg) as shadow:
+        await wait_mode(shadow, online=True)
+        kubelet = Kube(f"http://127.0.0.1:{shadow.ports['http']}", http)
+        await _silent_link(relay, kubelet, pods)
+        code, got = await kubelet.get(f"{pods}?watch=1&resourceVersion=0")
+        assert code == 503 and "cloud unreachable" in got["message"]  # not a wait forever
+        assert shadow.proxy.online
+
+
+async def test_going_offline_cuts_requests_still_waiting_for_upstream_headers(
+    cfg: ShadowConfig, relay: Relay, http: aiohttp.ClientSession, ns: str
+) -> None:
+    pods = f"/api/v1/namespaces/{ns}/pods"
+    cfg = replace(cfg, connect_timeout=0.3, request_timeout=3600.0)  # only going offline can end the wait
+    async with running(cfg) as shadow:
+        await wait_mode(shadow, online=True)
+        kubelet = Kube(f"http://127.0.0.1:{shadow.ports['http']}", http)
+        await _silent_link(relay, kubelet, pods)
+        got: list[int] = []
+        watch = asyncio.create_task(_watch_status(http, f"{kubelet.base}{pods}?watch=1", got))
+        try:
+            await wait_mode(shadow, online=False)
+
+            async def answered() -> bool | None:
+                return True if got else None
+
+            await eventually("the waiting watch answered once offline", answered)
+            assert got == [200]  # served from the cache: the list above made a view of it
+        finally:
+            watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)
