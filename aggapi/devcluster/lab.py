@@ -18,7 +18,7 @@ from typing import Any
 from aggapi.devcluster.labhealth import PEER_PORT, HealthTiming, LabHealth
 from aggapi.devcluster.labkit import Child, JSONClient, etcd_binary, free_port, wait_for
 from aggapi.devcluster.labnodes import LabNodes, plan_nodes
-from aggapi.devcluster.labpolicy import NAMESPACE, SA_USER, SERVICE, write_policy
+from aggapi.devcluster.labpolicy import NAMESPACE, SA_USER, SAMPLE_APP_USER, SERVICE, write_policy
 from aggapi.devcluster.labshadow import start_shadow
 from aggapi.devcluster.pki import ensure_pki
 from aggapi.kubeconfig import write_kubeconfig
@@ -102,9 +102,15 @@ class Lab:
                 '# token,user,uid,"groups" (kube\'s --token-auth-file)\n' + line + self.cfg.extra_tokens
             )
             self.tokens.chmod(0o600)
-        sa_token = next(
-            ln.split(",", 1)[0] for ln in self.tokens.read_text().splitlines() if f",{SA_USER}," in ln
-        )
+        if f",{SAMPLE_APP_USER}," not in self.tokens.read_text():  # also into a kept older file
+            groups = "system:serviceaccounts,system:serviceaccounts:default"
+            with self.tokens.open("a") as f:
+                f.write(f'{secrets.token_urlsafe(32)},{SAMPLE_APP_USER},{uuid.uuid4()},"{groups}"\n')
+        lines = self.tokens.read_text().splitlines()
+        sa_token = next(ln.split(",", 1)[0] for ln in lines if f",{SA_USER}," in ln)
+        sample_token = next(ln.split(",", 1)[0] for ln in lines if f",{SAMPLE_APP_USER}," in ln)
+        if self.edge is not None:  # as a pod's projected ServiceAccount token, on each node
+            self.edge.write_sample_app_token(sample_token)
         self.policy = self.state / "policy.yaml"
         names = [n.name for n in self.edge.nodes] if self.edge is not None else []
         write_policy(self.policy, names, self.cfg.extra_policy, self.cfg.say)

@@ -33,6 +33,7 @@ from certs.pki import issue_client, issue_serving
 
 SHADOW_PORT = 10261  # labshadow.py: the node's shadow-apiserver (HTTP); 10267 health, 10268 HTTPS
 SHADOW_PORTS = (10261, 10267, 10268)
+SHADOW_SECURE_PORT = 10268
 KUBELET_PORT = 10250
 SAMPLE_PORT = 8080
 NAMESPACE = "default"
@@ -201,6 +202,13 @@ class LabNodes:
             relay.stop()
         self.relays.clear()
 
+    def write_sample_app_token(self, token: str) -> None:
+        for n in self.nodes:
+            path = self._dir(n) / "sample-app.token"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(token + "\n")
+            path.chmod(0o600)
+
     def link(self, node: EdgeNode) -> str:
         """The URL of kube-apiserver as this node reaches it (through its relay once started)."""
         relay = self.relays.get(node.name)
@@ -253,6 +261,11 @@ class LabNodes:
             return [
                 f"--api-server=http://{node.address}:{SHADOW_PORT}",
                 f"--api-view-file={d / 'api-view.json'}",
+                # a sample in-cluster client: its token, the shadow's HTTPS port (the kubernetes
+                # Service its masterservice filter gives pods), the shadow's serving cert's CA
+                f"--pod-client-server=https://{node.address}:{SHADOW_SECURE_PORT}",
+                f"--pod-client-token-file={d / 'sample-app.token'}",
+                f"--pod-client-ca-file={self.pki_dir / 'kubelet-ca.crt'}",
                 *timing,
             ]
         return [

@@ -8,6 +8,9 @@ from pathlib import Path
 
 NAMESPACE, SERVICE = "aggapi-system", "aggapi"
 SA_USER = f"system:serviceaccount:{NAMESPACE}:{SERVICE}"
+# The lab's sample in-cluster client: a pod's ServiceAccount, reading ConfigMaps of its namespace
+# through its node's shadow-apiserver (HTTPS, its own token).
+SAMPLE_APP_USER = "system:serviceaccount:default:sample-app"
 
 # What the real manifests grant aggapi's ServiceAccount (apiservice/server/rbac-*.yaml): delegated
 # authn/authz, reading the ConfigMap in kube-system, and what its controllers do with core kinds.
@@ -80,6 +83,12 @@ def node_rules(names: list[str]) -> str:
         '    verbs: ["create", "get"]',
         '    apiGroups: ["edge.aggapi.io"]',
         '    resources: ["edgenodes/health"]',
+        "  # the sample in-cluster client (a pod's ServiceAccount)",
+        f'  - users: ["{SAMPLE_APP_USER}"]',
+        '    verbs: ["get", "list", "watch"]',
+        '    apiGroups: [""]',
+        '    resources: ["configmaps"]',
+        '    namespaces: ["default"]',
         "  # what a kubelet reads (system:node role), and what kube-proxy reads, which in the lab goes",
         "  # through the node's shadow-apiserver with the node's certificate (its own filter feed too)",
         '  - groups: ["system:nodes"]',
@@ -117,7 +126,7 @@ def write_policy(path: Path, nodes: list[str], extra: str, say: Callable[[str], 
     """Written on the first run, then the user's to edit (kept as it is)."""
     if not path.exists():
         path.write_text(LAB_POLICY + node_rules(nodes) + extra)
-    elif "through the node's shadow-apiserver" not in (text := path.read_text()) or any(
+    elif SAMPLE_APP_USER not in (text := path.read_text()) or any(
         f'"system:node:{n}"' not in text for n in nodes
     ):
         say(

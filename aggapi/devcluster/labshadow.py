@@ -54,6 +54,9 @@ def shadow_args(edge: LabNodes, node: EdgeNode, probe_period: str) -> list[str]:
         f"--tls-private-key-file={d / 'kubelet.key'}",
         f"--health-port={HEALTH_PORT}",
         f"--probe-period={probe_period}",
+        # the default components, and the lab's sample in-cluster client (its reads are cached apart,
+        # under its token: docs/shadow.md)
+        "--cache-agents=kubelet,kube-proxy,coredns,flanneld,aggapi-edge,sample-app",
     ]
 
 

@@ -16,6 +16,7 @@ import asyncio
 import json
 import logging
 import os
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,20 @@ from edge.kubelet_sim.heartbeat import KUBELET_USER_AGENT, HeartbeatConfig, api_
 log = logging.getLogger(__name__)
 
 KUBE_PROXY_USER_AGENT = "kube-proxy/v1.30.0 (linux/amd64) kubernetes/aggapi-sim"
+SAMPLE_APP_USER_AGENT = "sample-app/1.0"
+
+
+@dataclass(frozen=True, slots=True)
+class PodClientConfig:
+    """A sample in-cluster client: a pod reading the ConfigMaps of its namespace with its ServiceAccount
+    token, from the `kubernetes` Service address it was given (the node's shadow, HTTPS)."""
+
+    server: str  # https://host:port
+    token_file: Path
+    ca_file: Path
+    namespace: str = "default"
+
+
 WATCH_SECONDS = 60  # server-side timeoutSeconds of each watch; the client waits a little longer
 
 
@@ -38,14 +53,21 @@ class Feed:
     key: str  # in the view file
     path: str  # list path, with its query
     user_agent: str
+    pod: bool = False  # the sample in-cluster client's (its own server, token and TLS)
 
 
-def feeds(node: str) -> tuple[Feed, ...]:
+def feeds(node: str, pod: PodClientConfig | None = None) -> tuple[Feed, ...]:
     on_node = quote(f"spec.nodeName={node}", safe="")
-    return (
+    out = (
         Feed("pods", f"/api/v1/pods?fieldSelector={on_node}", KUBELET_USER_AGENT),
         Feed("services", "/api/v1/services", KUBELET_USER_AGENT),
         Feed("endpointslices", "/apis/discovery.k8s.io/v1/endpointslices", KUBE_PROXY_USER_AGENT),
+    )
+    if pod is None:
+        return out
+    return (
+        *out,
+        Feed("configmaps", f"/api/v1/namespaces/{pod.namespace}/configmaps", SAMPLE_APP_USER_AGENT, True),
     )
 
 
@@ -68,6 +90,7 @@ class ApiView:
         cfg: HeartbeatConfig,
         out: Path,
         *,
+        pod_client: PodClientConfig | None = None,
         backoff: float = 1.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
@@ -75,17 +98,32 @@ class ApiView:
         self.cfg = cfg
         self.base = cfg.api_server.rstrip("/")
         self.out = out
+        self.pod = pod_client
         self.backoff = backoff
         self._sleep = sleep
-        self.items: dict[str, dict[str, Any]] = {f.key: {} for f in feeds(node)}
-        self.synced: dict[str, bool] = {f.key: False for f in feeds(node)}
+        self.feeds = feeds(node, pod_client)
+        self.items: dict[str, dict[str, Any]] = {f.key: {} for f in self.feeds}
+        self.synced: dict[str, bool] = {f.key: False for f in self.feeds}
         self.errors: dict[str, str] = {}
 
     async def run(self) -> None:
-        connector = aiohttp.TCPConnector(ssl=api_ssl(self.cfg))
-        async with aiohttp.ClientSession(connector=connector) as http, asyncio.TaskGroup() as tg:
-            for f in feeds(self.node):
-                tg.create_task(self._follow(http, f), name=f"kubelet-sim:{self.node}:view:{f.key}")
+        node_conn = aiohttp.TCPConnector(ssl=api_ssl(self.cfg))
+        pod_ctx = ssl.create_default_context(cafile=str(self.pod.ca_file)) if self.pod else False
+        async with (
+            aiohttp.ClientSession(connector=node_conn) as http,
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=pod_ctx)) as pod_http,
+            asyncio.TaskGroup() as tg,
+        ):
+            for f in self.feeds:
+                name = f"kubelet-sim:{self.node}:view:{f.key}"
+                tg.create_task(self._follow(pod_http if f.pod else http, f), name=name)
+
+    def _base_headers(self, feed: Feed) -> tuple[str, dict[str, str]]:
+        headers = {"User-Agent": feed.user_agent, "Accept": "application/json"}
+        if not feed.pod or self.pod is None:
+            return self.base, headers
+        token = self.pod.token_file.read_text().strip()  # re-read: projected tokens rotate
+        return self.pod.server.rstrip("/"), {**headers, "Authorization": f"Bearer {token}"}
 
     async def _follow(self, http: aiohttp.ClientSession, feed: Feed) -> None:
         while True:
@@ -100,8 +138,8 @@ class ApiView:
             await self._sleep(self.backoff)
 
     async def _list(self, http: aiohttp.ClientSession, feed: Feed) -> str:
-        headers = {"User-Agent": feed.user_agent, "Accept": "application/json"}
-        r = await within(http.get(self.base + feed.path, headers=headers), self.cfg.request_timeout)
+        base, headers = self._base_headers(feed)
+        r = await within(http.get(base + feed.path, headers=headers), self.cfg.request_timeout)
         async with r:
             body = await within(r.json(content_type=None), self.cfg.request_timeout)
             if r.status != 200 or not isinstance(body, dict):
@@ -115,8 +153,8 @@ class ApiView:
     async def _watch(self, http: aiohttp.ClientSession, feed: Feed, rv: str) -> str:
         """Follow one watch; the resourceVersion to resume from, or "" to relist."""
         sep = "&" if "?" in feed.path else "?"
-        url = f"{self.base}{feed.path}{sep}watch=1&resourceVersion={rv}&timeoutSeconds={WATCH_SECONDS}"
-        headers = {"User-Agent": feed.user_agent, "Accept": "application/json"}
+        base, headers = self._base_headers(feed)
+        url = f"{base}{feed.path}{sep}watch=1&resourceVersion={rv}&timeoutSeconds={WATCH_SECONDS}"
         r = await within(http.get(url, headers=headers), self.cfg.request_timeout)
         async with r:
             if r.status != 200:

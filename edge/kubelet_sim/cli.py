@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from edge.kubelet_sim.apiview import PodClientConfig
 from edge.kubelet_sim.config import KUBELET_PORT, KubeletSimConfig, LogTicker, NodeIdentity, PortMapping
 from edge.kubelet_sim.heartbeat import HeartbeatConfig
 from edge.kubelet_sim.server import KubeletSim
@@ -51,6 +52,14 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     hb = p.add_argument_group("heartbeats (Node Lease and Ready condition; all of them or none)")
     hb.add_argument("--api-server", default="", help="kube-apiserver URL, e.g. https://127.0.0.1:6443")
+    hb.add_argument(
+        "--pod-client-server",
+        default="",
+        help="with --api-view-file: a sample in-cluster client also lists+watches the ConfigMaps of "
+        "namespace default here (https://, the `kubernetes` Service a pod gets), with a token",
+    )
+    hb.add_argument("--pod-client-token-file", type=Path, help="the sample client's ServiceAccount token")
+    hb.add_argument("--pod-client-ca-file", type=Path, help="CA of the --pod-client-server's certificate")
     hb.add_argument(
         "--api-view-file",
         type=Path,
@@ -107,6 +116,15 @@ def _heartbeat(args: argparse.Namespace) -> HeartbeatConfig | None:
     )
 
 
+def _pod_client(args: argparse.Namespace) -> PodClientConfig | None:
+    given = [args.pod_client_server, args.pod_client_token_file, args.pod_client_ca_file]
+    if not any(given):
+        return None
+    if not all(given):
+        raise ValueError("--pod-client-server, --pod-client-token-file and --pod-client-ca-file go together")
+    return PodClientConfig(args.pod_client_server, args.pod_client_token_file, args.pod_client_ca_file)
+
+
 def _pods(path: Path | None) -> tuple[dict[str, Any], ...]:
     if path is None:
         return ()
@@ -146,6 +164,7 @@ def config_from(args: argparse.Namespace) -> KubeletSimConfig:
         log_tickers=tuple(_ticker(s) for s in args.log_ticker),
         heartbeat=_heartbeat(args),
         api_view_file=args.api_view_file,
+        pod_client=_pod_client(args),
     )
 
 

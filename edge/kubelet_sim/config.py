@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from edge.kubelet_sim.apiview import PodClientConfig
     from edge.kubelet_sim.heartbeat import HeartbeatConfig
 
 KUBELET_PORT = 10250
@@ -86,3 +87,4 @@ class KubeletSimConfig:
     # Node Lease and Ready-condition heartbeats to kube-apiserver (heartbeat.py); None: no heartbeats.
     heartbeat: HeartbeatConfig | None = None
     api_view_file: Path | None = None  # with heartbeat: list+watch like kubelet and kube-proxy (apiview.py)
+    pod_client: PodClientConfig | None = None  # with api_view_file: a sample in-cluster client too

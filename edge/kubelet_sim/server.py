@@ -116,7 +116,7 @@ class KubeletSim:
                 tickers.append(asyncio.create_task(beat.run(), name=f"kubelet-sim:{cfg.node.name}:heartbeat"))
                 log.info("kubelet-sim %s heartbeating to %s", cfg.node.name, cfg.heartbeat.api_server)
                 if cfg.api_view_file is not None:
-                    view = ApiView(cfg.node.name, cfg.heartbeat, cfg.api_view_file)
+                    view = ApiView(cfg.node.name, cfg.heartbeat, cfg.api_view_file, pod_client=cfg.pod_client)
                     tickers.append(
                         asyncio.create_task(view.run(), name=f"kubelet-sim:{cfg.node.name}:api-view")
                     )

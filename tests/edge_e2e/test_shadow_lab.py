@@ -94,9 +94,8 @@ def test_the_kubelet_talks_to_the_cloud_through_its_shadow(lab: Lab) -> None:
 
     def synced() -> dict[str, Any] | None:
         v = view(lab)
-        return (
-            v if all((v.get("synced") or {}).get(k) for k in ("pods", "services", "endpointslices")) else None
-        )
+        feeds = ("pods", "services", "endpointslices", "configmaps")
+        return v if all((v.get("synced") or {}).get(k) for k in feeds) else None
 
     v = eventually("the kubelet-sim's view synced", synced)
 
@@ -115,6 +114,14 @@ def test_cut_node_keeps_its_view_and_catches_up_when_healed(lab: Lab) -> None:
     for name in (keep, drop):
         admin.apply(f"/api/v1/namespaces/{NAMESPACE}/services", service(name))
     eventually("both services seen through the shadow", sees(lab, keep, drop))
+    # The sample in-cluster client (a pod's ServiceAccount token, the shadow's HTTPS port).
+    config = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": keep, "namespace": NAMESPACE}}
+    admin.apply(f"/api/v1/namespaces/{NAMESPACE}/configmaps", config)
+
+    def app_sees() -> bool | None:
+        return f"{NAMESPACE}/{keep}" in (view(lab).get("configmaps") or []) or None
+
+    eventually("the sample app's ConfigMap", app_sees)
     lab.cut_link(NODE)
     try:
         eventually(
@@ -127,6 +134,8 @@ def test_cut_node_keeps_its_view_and_catches_up_when_healed(lab: Lab) -> None:
         lab.start_kubelet(NODE)
         v = eventually("the restarted kubelet's view, from the cache", sees(lab, keep, drop))
         assert v["pods"] == [f"{NAMESPACE}/{lab.edge.node(NODE).pod}"]
+        # The sample app restarted too: its own (token) reads are served from the cache as well.
+        eventually("the sample app's ConfigMap offline", app_sees)
         # The shadow itself restarts offline too (a node reboot): it serves from disk.
         lab.stop_child(f"shadow-{NODE}")
         start_shadow(lab.edge, lab.edge.node(NODE), lab.cfg.shadow_probe_period)
