@@ -158,6 +158,8 @@ class ControllerOptions:
     # Evict the pods of an edge node whose verdict stayed Unhealthy this long (docs/health.md, eviction).
     health_eviction: bool = True
     health_eviction_grace_period: float = 300.0
+    # Touch a Service's EndpointSlices/Endpoints when its topology scope changes (docs/shadow-filters.md).
+    servicetopology_trigger: bool = True
 
     @property
     def enabled(self) -> bool:
@@ -247,6 +249,14 @@ def add_controller_flags(p: argparse.ArgumentParser) -> None:
         default=c.health_eviction_grace_period,
         help="how long a node's verdict must stay Unhealthy before its pods are evicted (default 5m)",
     )
+    p.add_argument(
+        "--servicetopology-trigger",
+        type=_bool,
+        default=c.servicetopology_trigger,
+        help="touch (annotation openyurt.io/update-trigger) the EndpointSlices and Endpoints of Services "
+        "with openyurt.io/topologyKeys when the annotation or NodePool membership changes, so edge "
+        "kube-proxy/coredns get them filtered for the new scope (default true)",
+    )
 
 
 SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -277,6 +287,7 @@ def controller_options(a: argparse.Namespace, *, in_cluster: bool) -> Controller
         health_min_voters=a.health_min_voters,
         health_eviction=a.health_eviction,
         health_eviction_grace_period=a.health_eviction_grace_period,
+        servicetopology_trigger=a.servicetopology_trigger,
     )
 
 

@@ -326,6 +326,9 @@ def test_rbac(built: list[Obj]) -> None:
     assert c["events"] >= {"create", "patch"} and "list" in c["poddisruptionbudgets"]
     # blockOwnerDeletion on the workloads' ownerReferences (OwnerReferencesPermissionEnforcement).
     assert c["uniteddeployments/finalizers"] == {"update"}
+    # The service topology trigger: follow Services, touch their Endpoints and EndpointSlices.
+    assert {"list", "watch"} <= c["services"]
+    assert {"list", "patch"} <= c["endpointslices"] and "patch" in c["endpoints"]
     election = find(built, "Role", "aggapi:leader-election")
     assert {"create", "update", "get"} <= set(election["rules"][0]["verbs"])
     for binding in ("ClusterRoleBinding/aggapi:controller", "RoleBinding/aggapi:leader-election"):

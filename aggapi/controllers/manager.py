@@ -1,7 +1,8 @@
-"""The controllers of `aggapi serve`, assembled from options: the NodePool, UnitedDeployment, autonomy and
-health eviction controllers (the last with --health-eviction and edge health verdicts) run by the elected
-leader (or by every replica with --leader-elect=false), pool delete admission and the topology
-subresource (every replica). The server runs what this returns as named background loops."""
+"""The controllers of `aggapi serve`, assembled from options: the NodePool, UnitedDeployment, autonomy,
+service topology trigger (with --servicetopology-trigger) and health eviction controllers (the last with
+--health-eviction and edge health verdicts) run by the elected leader (or by every replica with
+--leader-elect=false), pool delete admission and the topology subresource (every replica). The server
+runs what this returns as named background loops."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from aggapi.controllers.health import HealthEvictionConfig, HealthEvictionContro
 from aggapi.controllers.leader import KubeLease, LeaderElectionConfig, LeaderElector
 from aggapi.controllers.nodepool import NodePoolController
 from aggapi.controllers.nodes import NodeDirectory
+from aggapi.controllers.servicetopology import ServiceTopologyTrigger
 from aggapi.controllers.topology import Agents, PoolTopology
 from aggapi.controllers.uniteddeployment import UnitedDeploymentController
 from aggapi.edgeoptions import ControllerOptions
@@ -37,6 +39,7 @@ class ControllerParts:
     autonomy: AutonomyController | None = None
     health: HealthEvictionController | None = None
     uniteddeployments: UnitedDeploymentController | None = None
+    servicetopology: ServiceTopologyTrigger | None = None
 
 
 def build_controllers(
@@ -68,6 +71,11 @@ def build_controllers(
             observer=metrics,
         )
     ud = UnitedDeploymentController(api, observer=metrics)
+    st = (
+        ServiceTopologyTrigger(api, nodes.informer, observer=metrics)
+        if opts.servicetopology_trigger
+        else None
+    )
     leaders: list[Background] = [
         ("nodepool-controller", ctl.lead),
         ("uniteddeployment-controller", ud.lead),
@@ -75,14 +83,18 @@ def build_controllers(
     ]
     if health is not None:
         leaders.append(("health-eviction-controller", health.lead))
+    if st is not None:
+        leaders.append(("servicetopology-controller", st.lead))
     ext = Extensions(
         subresources=subresources,
         delete_admission={NODEPOOL.resource: ctl.admit_delete},
-        store_users=(topology.bind, ctl.bind, ud.bind),
+        store_users=(topology.bind, ctl.bind, ud.bind, *((st.bind,) if st is not None else ())),
     )
     if not opts.leader_elect:
         log.warning("leader election is off: this replica runs the controllers whatever others do")
-        return ControllerParts(ext, leaders, ctl, autonomy=autonomy, health=health, uniteddeployments=ud)
+        return ControllerParts(
+            ext, leaders, ctl, autonomy=autonomy, health=health, uniteddeployments=ud, servicetopology=st
+        )
     identity = f"{socket.gethostname()}_{uuid.uuid4()}"
     config = LeaderElectionConfig(
         identity,
@@ -104,4 +116,4 @@ def build_controllers(
     async def elect() -> None:
         await elector.run(lead)
 
-    return ControllerParts(ext, [("leader-election", elect)], ctl, elector, autonomy, health, ud)
+    return ControllerParts(ext, [("leader-election", elect)], ctl, elector, autonomy, health, ud, st)

@@ -50,6 +50,11 @@ rules:
     verbs: ["get", "list", "watch"]
     apiGroups: ["", "discovery.k8s.io", "policy", "coordination.k8s.io"]
     resources: ["services", "endpoints", "endpointslices", "poddisruptionbudgets", "leases"]
+  # the servicetopology trigger touches slices (openyurt.io/update-trigger)
+  - users: ["{SA_USER}"]
+    verbs: ["patch"]
+    apiGroups: ["", "discovery.k8s.io"]
+    resources: ["endpoints", "endpointslices"]
   - users: ["{SA_USER}"]
     verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
     apiGroups: ["apps"]
@@ -126,10 +131,12 @@ def write_policy(path: Path, nodes: list[str], extra: str, say: Callable[[str], 
     """Written on the first run, then the user's to edit (kept as it is)."""
     if not path.exists():
         path.write_text(LAB_POLICY + node_rules(nodes) + extra)
-    elif SAMPLE_APP_USER not in (text := path.read_text()) or any(
-        f'"system:node:{n}"' not in text for n in nodes
-    ):
+        return
+    text = path.read_text()
+    markers = (SAMPLE_APP_USER, "update-trigger", *(f'"system:node:{n}"' for n in nodes))
+    if any(m not in text for m in markers):
         say(
-            f"warning: {path} (kept from an earlier run) lacks some nodes' heartbeat or health rules; "
+            f"warning: {path} (kept from an earlier run) lacks rules this lab needs (nodes, sample app, "
+            "servicetopology trigger); "
             "delete it to have it written again (docs/devcluster.md)"
         )
