@@ -66,41 +66,57 @@ class Upstream:
         self.current = 0
         self.cert_reloads = 0
         self._cert_stamp = _stamp((cfg.cert_file, cfg.key_file))
-        self._node_ctx = ssl.create_default_context(cafile=str(cfg.ca_file))
-        self._node_ctx.load_cert_chain(str(cfg.cert_file), str(cfg.key_file))
+        self._node_ctx = self._load_node_ctx()
         self._token_ctx = ssl.create_default_context(cafile=str(cfg.ca_file))
         self._node: aiohttp.ClientSession | None = None
         self._token: aiohttp.ClientSession | None = None
+        self._retired: list[aiohttp.ClientSession] = []  # node sessions of certificates rotated away
         self._waiting: set[asyncio.Task[Any]] = set()  # tasks waiting for an answer's headers
         self._cut: set[asyncio.Task[Any]] = set()  # ... of which cut_waiting() cancelled these
 
-    async def start(self) -> None:
-        def session(ctx: ssl.SSLContext) -> aiohttp.ClientSession:
-            return aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=ctx, limit=0),
-                auto_decompress=False,
-                timeout=aiohttp.ClientTimeout(total=None),
-                skip_auto_headers=("Accept-Encoding", "User-Agent", "Content-Type"),
-            )
+    def _load_node_ctx(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self.cfg.ca_file))
+        ctx.load_cert_chain(str(self.cfg.cert_file), str(self.cfg.key_file))
+        return ctx
 
-        self._node, self._token = session(self._node_ctx), session(self._token_ctx)
+    @staticmethod
+    def _session(ctx: ssl.SSLContext) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=ctx, limit=0),
+            auto_decompress=False,
+            timeout=aiohttp.ClientTimeout(total=None),
+            skip_auto_headers=("Accept-Encoding", "User-Agent", "Content-Type"),
+        )
+
+    async def start(self) -> None:
+        self._node, self._token = self._session(self._node_ctx), self._session(self._token_ctx)
 
     async def close(self) -> None:
-        for s in (self._node, self._token):
+        for s in (self._node, self._token, *self._retired):
             if s is not None:
                 await s.close()
+        self._retired.clear()
 
     def reload_if_changed(self) -> bool:
-        """Load the node's cert/key again if the files changed (new connections use them)."""
+        """Load the node's cert/key again if the files changed. The pair is loaded into a new context
+        (a pair that does not load, e.g. a new certificate whose key is not written yet, leaves the one
+        in use untouched: OpenSSL would otherwise keep the new certificate without any key) and used by
+        a new session, so requests from now on connect with it instead of reusing the pooled
+        connections of the old certificate; those still in use (watches) end on their own, and the old
+        session is closed with the others."""
         stamp = _stamp((self.cfg.cert_file, self.cfg.key_file))
         if stamp is None or stamp == self._cert_stamp:
             return False
         try:
-            self._node_ctx.load_cert_chain(str(self.cfg.cert_file), str(self.cfg.key_file))
+            ctx = self._load_node_ctx()
         except (OSError, ssl.SSLError, ValueError) as e:
             log.warning("shadow: node certificate files changed but do not load yet (%s); will retry", e)
             return False
         self._cert_stamp = stamp
+        self._node_ctx = ctx
+        if self._node is not None:
+            self._retired.append(self._node)
+            self._node = self._session(ctx)
         self.cert_reloads += 1
         log.info("shadow: loaded the rotated node client certificate %s", self.cfg.cert_file)
         return True

@@ -10,7 +10,7 @@ import json
 import ssl
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -37,7 +37,8 @@ async def eventually(what: str, probe: Callable[[], Awaitable[T | None]], timeou
 
 
 class Relay:
-    """127.0.0.1:<port> → target, byte for byte."""
+    """127.0.0.1:<port> → target, byte for byte. `accepted` counts the connections it accepted and `sent`
+    the bytes it forwarded towards the target (what reached upstream through it), across cuts."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
@@ -49,6 +50,8 @@ class Relay:
         self._server: asyncio.Server | None = None
         self._conns: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self.accepted = 0
+        self.sent = 0
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
@@ -94,11 +97,12 @@ class Relay:
         assert task is not None
         self._tasks.add(task)
         self._conns.add(writer)
+        self.accepted += 1
         try:
             await self._flowing.wait()
             up_r, up_w = await asyncio.open_connection("127.0.0.1", self.target_port)
             self._conns.add(up_w)
-            await asyncio.gather(self._pipe(reader, up_w), self._pipe(up_r, writer))
+            await asyncio.gather(self._pipe(reader, up_w, upward=True), self._pipe(up_r, writer))
         except (OSError, asyncio.CancelledError):
             pass
         finally:
@@ -106,10 +110,12 @@ class Relay:
             self._conns.discard(writer)
             self._tasks.discard(task)
 
-    async def _pipe(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    async def _pipe(self, r: asyncio.StreamReader, w: asyncio.StreamWriter, *, upward: bool = False) -> None:
         try:
             while data := await r.read(65536):
                 await self._moving.wait()
+                if upward:
+                    self.sent += len(data)
                 w.write(data)
                 await w.drain()
         finally:
@@ -147,7 +153,7 @@ class Kube:
     async def get(self, path: str, **kw: Any) -> tuple[int, Any]:
         return await self.req("GET", path, **kw)
 
-    async def watch(self, path: str) -> AsyncIterator[dict[str, Any]]:
+    async def watch(self, path: str) -> AsyncGenerator[dict[str, Any], None]:
         """Events of a watch until the server ends the stream."""
         headers = {"User-Agent": self.ua, "Accept": "application/json"}
         async with self.session.get(self.base + path, headers=headers) as r:
