@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from edge.flags import duration as _duration
 from edge.kubelet_sim.apiview import PodClientConfig
 from edge.kubelet_sim.config import KUBELET_PORT, KubeletSimConfig, LogTicker, NodeIdentity, PortMapping
 from edge.kubelet_sim.heartbeat import HeartbeatConfig
@@ -75,23 +76,6 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     hb.add_argument("--node-status-update-frequency", type=_duration, default=10.0, help="e.g. 10s")
     p.add_argument("-v", "--verbose", action="count", default=0)
     p.set_defaults(func=run)
-
-
-def _duration(text: str) -> float:
-    """Seconds from a Go-style duration ("10s", "500ms", "1m") or a bare number of seconds."""
-    units = (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0))
-    try:
-        for suffix, scale in units:
-            if text.endswith(suffix):
-                value = float(text[: -len(suffix)]) * scale
-                break
-        else:
-            value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid duration {text!r} (examples: 10s, 500ms)") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"duration {text!r} must be positive")
-    return value
 
 
 def _heartbeat(args: argparse.Namespace) -> HeartbeatConfig | None:

@@ -9,6 +9,7 @@ import logging
 import signal
 from pathlib import Path
 
+from edge.flags import duration
 from edge.shadow.config import DEFAULT_COMPONENTS, ShadowConfig
 from edge.shadow.filters.config import (
     DEFAULT_MASTER_HOST,
@@ -21,23 +22,6 @@ from edge.shadow.filters.config import (
 log = logging.getLogger(__name__)
 
 DEFAULT_CACHE_DIR = "/var/lib/aggapi-edge/shadow"
-
-
-def duration(text: str) -> float:
-    """Seconds from a Go-style duration ("10s", "500ms", "1m") or a bare number of seconds."""
-    units = (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0))
-    try:
-        for suffix, scale in units:
-            if text.endswith(suffix):
-                value = float(text[: -len(suffix)]) * scale
-                break
-        else:
-            value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid duration {text!r} (examples: 10s, 500ms)") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"duration {text!r} must be positive")
-    return value
 
 
 def _bool(text: str) -> bool:
