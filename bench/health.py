@@ -13,34 +13,68 @@ ttl + reuse = 33 s ago at the default --health-vote-ttl of 30 s).
   2. probe messages per period (direct + indirect) vs all-to-all N*(N-1);
   3. false Unhealthy verdicts: the whole pool cut off from the cloud (no vote arrives, no tunnel agent
      connected) over 10 periods, and the pool split into two halves that cannot reach each other;
-  4. vote write load: votes per period per node and writes/s to aggapi at the default period.
+  4. vote write load: votes per period per node and writes/s to aggapi at the default period;
+  5. that write load on a real aggapi: its own etcd, a devcluster (the KAS stand-in) and `aggapi serve
+     --kubeconfig` (Node informer, default --health-vote-ttl) with the N Nodes in one pool; N voters, each
+     with its own node client certificate (CN=system:node:<n>, O=system:nodes) and aiohttp session, POST
+     HealthVotes (the agents' body) at the rate (4) measured, spread evenly over the period (open loop),
+     then as fast as 64 concurrent posters can (closed loop): votes/s, POST latency p50/p99, aggapi and
+     etcd CPU (/proc/<pid>/stat utime + stime) per vote and aggapi CPU %. Baseline, same run, same etcd,
+     same pacing / concurrency: raw etcd puts under a shared lease (the vote store's lease policy) via
+     EtcdClient, and aggapi's own VoteStore.put in this process (range + txn + lease, no HTTP); they run
+     before aggapi's phases and their leases are revoked first (aggapi reads every live vote each second).
+     etcd's gRPC requests per op (its /metrics) are printed too.
 
-Nothing asserts on timing; the exit status is non-zero when a pool-wide partition gives an Unhealthy.
+Nothing asserts on timing; the exit status is non-zero when a pool-wide partition gives an Unhealthy, or
+when (5) could not run or a vote or baseline write failed.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
+import json
 import logging
 import random
+import resource
+import ssl
 import sys
 import tempfile
 import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+import orjson
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from api import machine, pct
+from api import Broken, machine, machine_busy, pct, proc_cpu, run_pool
+from support.aggapi import AggapiServer, client_ssl
+from support.devcluster import Devcluster
+from support.etcd import EtcdServer, start_etcd
 
+from aggapi.devlab import make_pki
+from aggapi.edge_api.health import VoteStore
 from aggapi.edge_api.health_verdict import Activity, Vote, decide
-from certs.files import write_pair
-from certs.pki import issue_peer, new_ca
+from aggapi.machinery.aio import within
+from aggapi.machinery.timefmt import format_rfc3339
+from aggapi.storage.errors import StorageError
+from aggapi.storage.etcd import EtcdClient, EtcdConfig, prefix_end
+from aggapi.storage.etcd_types import Compare, OpPut, RangeResult, TxnResult
+from certs.files import load_or_create_ca, write_pair
+from certs.pki import issue_client, issue_peer, new_ca
 from edge.health.agent import HealthAgent
 from edge.health.config import HealthConfig
 from edge.health.prober import Peer, Prober, ProbeResult
+from edge.health.votes import make_vote
+from edge.kubelet_sim import NodeIdentity, node_object
 
 POOL = "bench-pool"
 VOTE_TTL = 30.0  # aggapi's default --health-vote-ttl
@@ -221,6 +255,470 @@ def periods_s(p: float, period: float) -> str:
     return f"{p:.0f} periods = {p * period:.0f} s"
 
 
+# ---- (5) the vote write load on a real aggapi ------------------------------------------------------------
+
+EN = "/apis/edge.aggapi.io/v1alpha1/edgenodes"
+POOL_LABEL = "apps.openyurt.io/nodepool"
+JSON_CT = {"Content-Type": "application/json"}
+PROBES = {"kubelet": "ok", "agent": "ok"}  # what an agent's vote carries about a live peer
+HTTP_SECONDS = 10.0
+HTTP_TIMEOUT = aiohttp.ClientTimeout(total=HTTP_SECONDS)
+ETCD_TIMEOUT = 10.0
+SETUP_TIMEOUT = 180.0
+RAW_PREFIX = "/bench-raw"  # the baselines' own keys, apart from aggapi's prefix
+
+Op = Callable[[int], Coroutine[Any, Any, None]]
+Drive = Callable[[Op], Awaitable[None]]
+
+
+def cpu_now(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds (utime + stime) of each process, and of this one (the load generator) as "bench"."""
+    out = {who: proc_cpu(pid) for who, pid in pids.items()}
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    out["bench"] = ru.ru_utime + ru.ru_stime
+    out["machine"] = machine_busy()  # all cores, every process
+    return out
+
+
+@dataclass
+class Load:
+    """One load phase: what succeeded, how long it took, each op's latency, the errors, the CPU used."""
+
+    ok: int
+    elapsed: float
+    latencies: list[float]
+    errors: Counter[str]
+    cpu: dict[str, float]  # CPU seconds used during the phase, by process
+    calls: dict[str, float]  # etcd gRPC requests during the phase, by method
+
+    @property
+    def rate(self) -> float:
+        return self.ok / self.elapsed if self.elapsed > 0 else float("nan")
+
+    def ms(self, q: float) -> float:
+        return pct(self.latencies, q) * 1e3
+
+    def cpu_ms(self, who: str) -> float:
+        """CPU ms of `who` per successful op."""
+        return self.cpu.get(who, 0.0) * 1e3 / self.ok if self.ok else float("nan")
+
+    def cpu_pct(self, who: str) -> float:
+        """CPU % of one core."""
+        return 100 * self.cpu.get(who, 0.0) / self.elapsed if self.elapsed > 0 else float("nan")
+
+    def line(self, what: str, *cpu: str) -> str:
+        used = ", ".join(f"{who} {self.cpu_ms(who):.2f} ms/op ({self.cpu_pct(who):.0f}%)" for who in cpu)
+        err = (
+            f"; ERRORS {sum(self.errors.values())}: {dict(self.errors.most_common(3))}" if self.errors else ""
+        )
+        others = self.cpu["machine"] - sum(v for k, v in self.cpu.items() if k != "machine")
+        per = ", ".join(
+            f"{k} {v / max(1, self.ok):.2f}" for k, v in sorted(self.calls.items()) if k != "Watch"
+        )
+        return (
+            f"{what}: {self.ok} in {self.elapsed:.1f}s = {self.rate:,.1f}/s, latency p50 "
+            f"{self.ms(0.5):.2f} ms p99 {self.ms(0.99):.2f} ms; CPU {used}; everything else on the "
+            f"machine {100 * max(0.0, others) / self.elapsed:.0f}%; etcd requests per op: {per}{err}"
+        )
+
+
+async def etcd_calls(client_url: str) -> dict[str, float]:
+    """etcd's gRPC requests handled so far by method (Range, Txn, Put, LeaseGrant, ...), from its /metrics."""
+    out: dict[str, float] = {}
+    async with aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as s, s.get(client_url + "/metrics") as r:
+        text = await r.text()
+    for line in text.splitlines():
+        if line.startswith("grpc_server_handled_total{") and 'grpc_method="' in line:
+            method = line.split('grpc_method="', 1)[1].split('"', 1)[0]
+            out[method] = out.get(method, 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
+async def measure(drive: Drive, op: Op, pids: dict[str, int], etcd_url: str) -> Load:
+    """Run `drive` over `op`, timing each op; a failed op is counted by kind, not timed."""
+    latencies: list[float] = []
+    errors: Counter[str] = Counter()
+
+    async def timed(j: int) -> None:
+        t0 = time.perf_counter()
+        try:
+            await op(j)
+        except (Broken, StorageError, aiohttp.ClientError, OSError, TimeoutError, RuntimeError) as exc:
+            errors[f"{type(exc).__name__}: {str(exc)[:160]}"] += 1
+        else:
+            latencies.append(time.perf_counter() - t0)
+
+    calls0 = await etcd_calls(etcd_url)
+    cpu0 = cpu_now(pids)
+    t0 = time.perf_counter()
+    await drive(timed)
+    elapsed = time.perf_counter() - t0
+    cpu1 = cpu_now(pids)
+    calls1 = await etcd_calls(etcd_url)
+    calls = {k: v - calls0.get(k, 0.0) for k, v in calls1.items() if v - calls0.get(k, 0.0) > 0}
+    return Load(len(latencies), elapsed, latencies, errors, {k: cpu1[k] - cpu0[k] for k in cpu1}, calls)
+
+
+def paced(rate: float, seconds: float) -> Drive:
+    """Open loop: op j starts at j / rate seconds, whether or not the earlier ones have answered."""
+
+    async def drive(op: Op) -> None:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        tasks: list[asyncio.Task[None]] = []
+        for j in range(round(rate * seconds)):
+            delay = start + j / rate - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(op(j)))
+        async with asyncio.timeout(HTTP_SECONDS + 5):  # every op has its own, shorter timeout
+            await asyncio.gather(*tasks)
+
+    return drive
+
+
+def closed(concurrency: int, seconds: float) -> Drive:
+    """Closed loop: `concurrency` workers, each starting its next op as soon as its last one answered."""
+
+    async def drive(op: Op) -> None:
+        counter = itertools.count()
+        end = time.monotonic() + seconds
+
+        async def worker() -> None:
+            while time.monotonic() < end:  # bounded by the deadline
+                await op(next(counter))
+
+        async with asyncio.timeout(seconds + HTTP_SECONDS + 5):
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+    return drive
+
+
+def idle(seconds: float) -> Drive:
+    async def drive(_: Op) -> None:
+        await asyncio.sleep(seconds)
+
+    return drive
+
+
+class SharedLease:
+    """The vote store's lease policy, for the raw baseline: one lease of ttl + reuse per `reuse` seconds."""
+
+    def __init__(self, etcd: EtcdClient, ttl: int, granted: list[int]) -> None:
+        self.etcd, self.ttl, self.reuse, self.granted = etcd, ttl, ttl // 10, granted
+        self._lease: tuple[int, float] | None = None
+        self._lock = asyncio.Lock()
+
+    async def id(self) -> int:
+        async with self._lock:
+            now = time.monotonic()
+            if self._lease is None or now - self._lease[1] >= self.reuse:
+                lease = await within(self.etcd.lease_grant(self.ttl + self.reuse), ETCD_TIMEOUT)
+                self.granted.append(lease)
+                self._lease = (lease, now)
+            return self._lease[0]
+
+
+class Recording:
+    """The EtcdClient as VoteStore sees it, remembering the leases it grants."""
+
+    def __init__(self, etcd: EtcdClient, granted: list[int]) -> None:
+        self.etcd, self.granted = etcd, granted
+
+    async def range(self, key: bytes, range_end: bytes | None = None) -> RangeResult:
+        return await self.etcd.range(key, range_end)
+
+    async def put(self, key: bytes, value: bytes, *, lease: int = 0) -> int:
+        return await self.etcd.put(key, value, lease=lease)
+
+    async def lease_grant(self, ttl: int) -> int:
+        lease = await self.etcd.lease_grant(ttl)
+        self.granted.append(lease)
+        return lease
+
+    async def txn(self, compares: list[Compare], success: list[OpPut]) -> TxnResult:
+        return await self.etcd.txn(compares, success)
+
+
+def vote_range(prefix: str) -> tuple[bytes, bytes]:
+    """aggapi's vote keys (aggapi.edge_api.health.VoteStore.dir) as an etcd range."""
+    start = f"{prefix.rstrip('/')}/aggapi.internal/health-votes/".encode()
+    return start, prefix_end(start)
+
+
+def pair(j: int, n: int) -> tuple[int, int]:
+    """Vote j: voter j mod n about the peer (j // n) mod (n - 1) + 1 places on. Every block of n votes has
+    each node voting once and voted about once (a period at k=3 is 3 blocks), and a (voter, target) pair
+    comes back only after n (n - 1) votes, so no two concurrent votes race on one key."""
+    voter = j % n
+    return voter, (voter + 1 + (j // n) % (n - 1)) % n
+
+
+@dataclass
+class Real:
+    """The processes of section (5): etcd, the devcluster, `aggapi serve`."""
+
+    tmp: Path
+    names: list[str]
+    etcd: EtcdServer | None = None
+    dc: Devcluster | None = None
+    server: AggapiServer | None = None
+    pids: dict[str, int] = field(default_factory=dict)
+
+    def start(self) -> None:
+        """(blocking) etcd, the devcluster and `aggapi serve --kubeconfig` (Node informer, default TTL)."""
+        pki = make_pki(self.tmp / "pki")
+        # etcd's default --snapshot-count (the tests' 10,000 would snapshot inside some phase, not others)
+        self.etcd = start_etcd(self.tmp / "etcd", extra_args=("--snapshot-count=100000",))
+        self.dc = Devcluster(self.tmp / "devcluster", self.etcd.client_url)
+        self.dc.start()
+        kubeconfig = self.dc.kubeconfig(self.tmp / "devcluster.kubeconfig")
+        self.server = AggapiServer(
+            pki,
+            self.etcd.client_url,
+            self.tmp / "aggapi",
+            extra_args=(
+                f"--kubeconfig={kubeconfig}",
+                "--tunnel-port=0",
+                f"--leader-elect-resource-name=bench-health-{random.randrange(16**6):06x}",
+            ),
+        )
+        self.server.start()
+        assert self.etcd.proc is not None and self.server.proc is not None
+        self.pids = {"aggapi": self.server.proc.pid, "etcd": self.etcd.proc.pid}
+
+    def stop(self) -> None:
+        for part in (self.server, self.dc, self.etcd):
+            if part is not None:
+                part.stop()
+
+    def node_contexts(self) -> list[ssl.SSLContext]:
+        """(blocking) Each voter's TLS context with its own node client certificate (CN=system:node:<n>,
+        O=system:nodes) from the CA aggapi trusts for client certificates."""
+        assert self.server is not None
+        pki = self.server.pki
+        ca = load_or_create_ca(pki.ca.parent, "ca", common_name="aggapi-dev-ca")
+        out = []
+        (self.tmp / "nodes").mkdir(exist_ok=True)
+        for name in self.names:
+            issued = issue_client(ca, common_name=f"system:node:{name}", organizations=["system:nodes"])
+            cert, key = self.tmp / "nodes" / f"{name}.crt", self.tmp / "nodes" / f"{name}.key"
+            write_pair(issued, cert, key)
+            ctx = ssl.create_default_context(cafile=str(pki.ca))
+            ctx.load_cert_chain(str(cert), str(key))
+            out.append(ctx)
+        return out
+
+    def admin(self) -> aiohttp.ClientSession:
+        assert self.server is not None
+        conn = aiohttp.TCPConnector(ssl=client_ssl(self.server.pki))
+        return aiohttp.ClientSession(connector=conn, timeout=HTTP_TIMEOUT)
+
+    async def make_nodes(self) -> None:
+        """The Nodes, all in one pool, through the devcluster; then wait until aggapi's informer has them."""
+        assert self.dc is not None and self.server is not None
+        dpki = self.dc.pki
+        dc_ssl = ssl.create_default_context(cafile=str(dpki.ca))
+        dc_ssl.load_cert_chain(str(dpki.admin_cert), str(dpki.admin_key))
+        url = self.dc.url + "/api/v1/nodes"
+        async with aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=dc_ssl, limit=16), timeout=HTTP_TIMEOUT
+        ) as s:
+
+            async def create(i: int) -> None:
+                ident = NodeIdentity(self.names[i], f"10.0.{i // 250}.{i % 250 + 1}")
+                async with s.post(url, json=node_object(ident, labels={POOL_LABEL: POOL})) as r:
+                    data = await r.read()
+                    if r.status != 201:
+                        raise Broken(f"create Node {self.names[i]}: HTTP {r.status} {data[:200]!r}")
+
+            await run_pool(len(self.names), 16, create, 60)
+        want = set(self.names)
+        deadline = time.monotonic() + 60
+        seen = 0
+        async with self.admin() as s:
+            while seen != len(want):  # bounded by the deadline
+                if time.monotonic() > deadline:
+                    raise Broken(f"aggapi lists {seen} of {len(want)} edge nodes after 60s")
+                await asyncio.sleep(0.2)
+                async with s.get(self.server.url + EN) as r:
+                    body = await r.json() if r.status == 200 else {}
+                seen = sum(1 for it in body.get("items", []) if it["metadata"]["name"] in want)
+
+    async def health(self, node: str) -> str:
+        assert self.server is not None
+        async with self.admin() as s, s.get(f"{self.server.url}{EN}/{node}/health") as r:
+            body = await r.json()
+            if r.status != 200:
+                raise Broken(f"GET {node}/health: HTTP {r.status} {body}")
+        return f"{body.get('verdict')} with {len(body.get('votes') or [])} live votes ({body.get('reason')})"
+
+
+async def real_load(args: argparse.Namespace, votes_per_period: float, period: float) -> bool:
+    """Section (5). False when something broke."""
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench-health-real-") as d:
+        real = Real(Path(d), [f"edge-{i:03d}" for i in range(args.nodes)])
+        try:
+            async with asyncio.timeout(SETUP_TIMEOUT):
+                await asyncio.to_thread(real.start)
+                await real.make_nodes()
+                contexts = await asyncio.to_thread(real.node_contexts)
+            print(
+                f"(5) real aggapi: {args.nodes} Nodes in pool {POOL} (devcluster), {args.nodes} voters each "
+                f"with its own node certificate and aiohttp session; --health-vote-ttl default "
+                f"({VOTE_TTL:.0f}s, a lease reused {VOTE_TTL // 10:.0f}s); "
+                f"setup {time.perf_counter() - t0:.1f}s"
+            )
+            return await drive_votes(args, real, contexts, votes_per_period, period)
+        except (Broken, StorageError, RuntimeError, OSError, TimeoutError, aiohttp.ClientError) as exc:
+            print(f"(5) BROKEN: {type(exc).__name__}: {exc}")
+            if real.server is not None and real.server.log_file.exists():
+                tail = real.server.log_file.read_text(errors="replace").splitlines()[-20:]
+                print("    aggapi log tail:\n      " + "\n      ".join(tail))
+            return False
+        finally:
+            await asyncio.to_thread(real.stop)
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if b else "n/a"
+
+
+async def drive_votes(
+    args: argparse.Namespace,
+    real: Real,
+    contexts: list[ssl.SSLContext],
+    votes_per_period: float,
+    period: float,
+) -> bool:
+    assert real.server is not None and real.etcd is not None
+    names, pids, n, etcd_url = real.names, real.pids, len(real.names), real.etcd.client_url
+    base = real.server.url + EN
+    rate = votes_per_period / period
+    sessions = [
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx, limit=4), timeout=HTTP_TIMEOUT)
+        for ctx in contexts
+    ]
+    etcd = EtcdClient(EtcdConfig((real.etcd.client_url,)))
+    granted: list[int] = []  # the baselines' leases: revoked before aggapi is measured
+    lease = SharedLease(etcd, int(VOTE_TTL), granted)
+    store = VoteStore(Recording(etcd, granted), f"{RAW_PREFIX}/store", VOTE_TTL)
+    # each kind of write walks the same (voter, target) sequence from its own start: new keys, as agents make
+    seq = {"agg": itertools.count(), "put": itertools.count(), "store": itertools.count()}
+
+    def observed_now() -> str:
+        return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")  # as edge.health.votes.make_vote
+
+    async def post_vote(_: int) -> None:
+        v, t = pair(next(seq["agg"]), n)
+        body = json.dumps(make_vote(names[v], names[t], "Healthy", PROBES, time.time())).encode()
+        async with sessions[v].post(f"{base}/{names[t]}/health", data=body, headers=JSON_CT) as r:
+            data = await r.read()
+            if r.status != 201:
+                raise Broken(f"vote {names[v]} -> {names[t]}: HTTP {r.status} {data[:160]!r}")
+
+    async def raw_put(_: int) -> None:
+        v, t = pair(next(seq["put"]), n)
+        now = datetime.now(UTC)
+        vote = Vote(names[v], names[t], observed_now(), "Healthy", PROBES, format_rfc3339(now))
+        key = f"{RAW_PREFIX}/put/{names[t]}/{names[v]}".encode()
+        await within(etcd.put(key, orjson.dumps(vote.to_json()), lease=await lease.id()), ETCD_TIMEOUT)
+
+    async def store_put(_: int) -> None:
+        v, t = pair(next(seq["store"]), n)
+        now = datetime.now(UTC)
+        vote = Vote(names[v], names[t], observed_now(), "Healthy", PROBES, format_rfc3339(now))
+        await within(store.put(vote), ETCD_TIMEOUT)
+
+    loads: list[Load] = []
+
+    async def phase(drive: Drive, op: Op) -> Load:
+        load = await measure(drive, op, pids, etcd_url)
+        loads.append(load)
+        return load
+
+    try:
+        # every voter votes once (opens its connection: no TLS handshake in any figure); the etcd channel
+        t0 = time.perf_counter()
+        warm = await run_pool(n, 32, post_vote, 60)
+        await within(etcd.current_revision(), ETCD_TIMEOUT)
+        await raw_put(0)
+        await store_put(0)
+        print(f"    warm-up: one vote per voter, {warm.done} votes in {time.perf_counter() - t0:.1f}s")
+        rest = await phase(idle(3.0), post_vote)
+        print(
+            f"    idle 3s ({n} live votes; the verdicts are recomputed every 1s): aggapi CPU "
+            f"{rest.cpu_pct('aggapi'):.1f}%, etcd {rest.cpu_pct('etcd'):.1f}%, the whole machine "
+            f"{rest.cpu_pct('machine'):.0f}% (of one core)"
+        )
+        # baselines first: aggapi's recomputation reads every live vote, and those live 33 s
+        secs, burst, c = args.real_seconds, args.burst_seconds, args.burst_concurrency
+        put_r = await phase(paced(rate, secs / 2), raw_put)
+        store_r = await phase(paced(rate, secs / 2), store_put)
+        put_b = await phase(closed(c, burst / 2), raw_put)
+        store_b = await phase(closed(c, burst / 2), store_put)
+        # their keys would otherwise expire (a delete each) while aggapi is measured
+        t1 = time.perf_counter()
+        for lease_id in granted:
+            await within(etcd.lease_revoke(lease_id), ETCD_TIMEOUT)
+        revoked = f"{len(granted)} leases ({time.perf_counter() - t1:.1f}s)"
+        settle = await phase(idle(3.0), post_vote)  # etcd deletes the baselines' keys
+        agg_r = await phase(paced(rate, secs), post_vote)
+        verdict = await real.health(names[0])
+        live = len((await within(etcd.range(*vote_range(real.server.prefix)), ETCD_TIMEOUT)).kvs)
+        after = await phase(idle(3.0), post_vote)  # what the live votes cost with no vote coming in
+        agg_b = await phase(closed(c, burst), post_vote)
+
+        print(
+            f"    default rate: {votes_per_period:.0f} votes/period from (4) spread over {period:.0f}s = "
+            f"{rate:.1f} votes/s, open loop"
+        )
+        print("      " + agg_r.line(f"aggapi POST {secs:.0f}s", "aggapi", "etcd", "bench"))
+        print("      " + put_r.line(f"raw etcd put+lease {secs / 2:.0f}s", "etcd", "bench"))
+        print("      " + store_r.line(f"VoteStore.put in process {secs / 2:.0f}s", "etcd", "bench"))
+        print(
+            f"      aggapi/raw put: votes/s {ratio(agg_r.rate, put_r.rate)}, latency p50 "
+            f"{ratio(agg_r.ms(0.5), put_r.ms(0.5))} p99 {ratio(agg_r.ms(0.99), put_r.ms(0.99))}, etcd CPU "
+            f"per write {ratio(agg_r.cpu_ms('etcd'), put_r.cpu_ms('etcd'))}; aggapi/VoteStore.put: latency "
+            f"p50 {ratio(agg_r.ms(0.5), store_r.ms(0.5))}, etcd CPU per write "
+            f"{ratio(agg_r.cpu_ms('etcd'), store_r.cpu_ms('etcd'))}"
+        )
+
+        def net(load: Load, who: str) -> float:
+            """CPU ms per op above what the process used idle (leader election, informers, the verdicts)."""
+            return (load.cpu[who] - rest.cpu[who] / rest.elapsed * load.elapsed) * 1e3 / max(1, load.ok)
+
+        agg_net, etcd_net, put_net = net(agg_r, "aggapi"), net(agg_r, "etcd"), net(put_r, "etcd")
+        print(
+            f"      net of the idle CPU: aggapi {agg_net:.2f} ms/vote, etcd {etcd_net:.2f} ms/vote vs "
+            f"{put_net:.2f} ms/raw put ({ratio(etcd_net, put_net)}) and {net(store_r, 'etcd'):.2f} "
+            "ms/VoteStore.put"
+        )
+        print(
+            f"      {names[0]} after it: {verdict}; then idle 3s with {live} live votes: aggapi CPU "
+            f"{after.cpu_pct('aggapi'):.1f}%, etcd {after.cpu_pct('etcd'):.1f}% (the verdicts, recomputed "
+            f"every 1s, read every live vote); idle 3s before it, once the baselines' {revoked} were "
+            f"revoked: aggapi {settle.cpu_pct('aggapi'):.1f}%, etcd {settle.cpu_pct('etcd'):.1f}%"
+        )
+        print(f"    burst: {c} concurrent posters, closed loop")
+        print("      " + agg_b.line(f"aggapi POST {burst:.0f}s", "aggapi", "etcd", "bench"))
+        print("      " + put_b.line(f"raw etcd put+lease {burst / 2:.0f}s", "etcd", "bench"))
+        print("      " + store_b.line(f"VoteStore.put in process {burst / 2:.0f}s", "etcd", "bench"))
+        print(
+            f"      aggapi/raw put: votes/s {ratio(agg_b.rate, put_b.rate)}, latency p50 "
+            f"{ratio(agg_b.ms(0.5), put_b.ms(0.5))} p99 {ratio(agg_b.ms(0.99), put_b.ms(0.99))}, etcd CPU "
+            f"per write {ratio(agg_b.cpu_ms('etcd'), put_b.cpu_ms('etcd'))}; aggapi/VoteStore.put: votes/s "
+            f"{ratio(agg_b.rate, store_b.rate)}; the default rate is {100 * rate / agg_b.rate:.0f}% of the "
+            "burst rate"
+        )
+        return not any(load.errors for load in loads)
+    finally:
+        async with asyncio.timeout(30):
+            await asyncio.gather(*(s.close() for s in sessions))
+            await etcd.close()
+
+
 async def bench(args: argparse.Namespace) -> int:
     info = machine()
     print(f"# bench/health.py  {info['date']}  {info['cpu']} x{info['nproc']}  python {info['python']}")
@@ -255,7 +753,7 @@ async def bench(args: argparse.Namespace) -> int:
             f"{all_to_all}  ratio {probes / all_to_all:.4f} (1/{all_to_all / probes:.0f}); "
             f"relayed {(pool.net.relayed - relayed0) / steady:.0f}/period"
         )
-        voters_seen = [len(pool.live_votes(t)) for t in pool.agents]
+        voters_seen: list[float] = [len(pool.live_votes(t)) for t in pool.agents]
         print(
             f"(4) votes: {writes / n:.2f}/period per node, {writes:.0f}/period = "
             f"{writes / cfg.period:.0f} writes/s to aggapi at {cfg.period:.0f}s; live votes per target "
@@ -305,10 +803,11 @@ async def bench(args: argparse.Namespace) -> int:
         pool.cloud_up = False
         false_cut = 0
         checked = 0
+        cut_views: tuple[set[str] | None, ...] = (set(), None)
         for _ in range(10):
             await pool.step()
             for t in pool.agents:
-                for connected in (set(), None):
+                for connected in cut_views:
                     checked += 1
                     if pool.verdict(t, connected) == "Unhealthy":
                         false_cut += 1
@@ -344,6 +843,11 @@ async def bench(args: argparse.Namespace) -> int:
                 f"    pool split {part}/{n - part}, both halves reach the cloud, {label}, {periods} periods: "
                 f"at most {worst} of {n} nodes Unhealthy at once ({false_split} Unhealthy verdicts in all)"
             )
+        if not args.no_real:
+            t5 = time.perf_counter()
+            if not await real_load(args, writes, cfg.period):
+                status = 1
+            print(f"    (5) took {time.perf_counter() - t5:.1f}s")
         print(f"total {time.perf_counter() - t0:.1f}s")
     return status
 
@@ -355,6 +859,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baseline-victims", type=int, default=20)
     ap.add_argument("--cap-rounds", type=int, default=4, help="give up on a victim after this many rounds")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--real-seconds", type=float, default=20, help="(5): votes at the default rate (s)")
+    ap.add_argument("--burst-seconds", type=float, default=10, help="(5): votes as fast as possible (s)")
+    ap.add_argument("--burst-concurrency", type=int, default=64, help="(5): concurrent posters in the burst")
+    ap.add_argument("--no-real", action="store_true", help="skip (5), the real aggapi and etcd")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     return asyncio.run(bench(args))
