@@ -521,3 +521,34 @@ def test_edge_nodes_may_post_health_votes_and_read_their_pool(built: list[Obj]) 
     assert binding["subjects"] == [
         {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:nodes"}
     ]
+
+
+def test_edge_daemonset_runs_aggapi_edge_all_with_the_kubelets_certificates() -> None:
+    """apiservice/edge: one `aggapi-edge all` per edge node; its arguments are what the real command
+    accepts (the container's $(VAR)s filled in as the kubelet would)."""
+    from edge import allinone
+
+    objs = kustomize(SOURCE_DIR / "edge")
+    ds = find(objs, "DaemonSet", "aggapi-edge")
+    pod = ds["spec"]["template"]["spec"]
+    assert pod["hostNetwork"] is True and pod["automountServiceAccountToken"] is False
+    assert pod["nodeSelector"] == {"openyurt.io/is-edge-worker": "true"}
+    (c,) = pod["containers"]
+    assert c["command"] == ["aggapi-edge"] and c["args"][0] == "all"
+    env = {e["name"]: e["valueFrom"] for e in c["env"]}
+    assert env["NODE_NAME"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
+    config = next(o for o in objs if o["kind"] == "ConfigMap")  # generated, with a hash suffix
+    assert env["API_SERVER"]["configMapKeyRef"]["name"] == config["metadata"]["name"]
+    values = {"NODE_NAME": "edge-1", "NODE_IP": "192.168.1.21", **config["data"]}
+    args = [re.sub(r"\$\((\w+)\)", lambda m: values[m.group(1)], a) for a in c["args"]]
+    p = argparse.ArgumentParser()
+    allinone.add_parser(p.add_subparsers())
+    cfg = allinone.config_from(p.parse_args(args))
+    assert cfg.shadow is not None and cfg.health is not None and cfg.tunnel is not None
+    assert cfg.shadow.node_name == "edge-1" and cfg.shadow.servers == ("https://KUBE-APISERVER.example:6443",)
+    assert str(cfg.shadow.cert_file) == "/var/lib/kubelet/pki/kubelet-client-current.pem"
+    assert str(cfg.health.serving_cert_file) == "/var/lib/kubelet/pki/kubelet-server-current.pem"
+    mounts = {m["mountPath"] for m in c["volumeMounts"]}
+    assert {"/var/lib/kubelet/pki", "/etc/kubernetes/pki/ca.crt", "/var/lib/aggapi-edge"} <= mounts
+    # Not in the top-level install: edge nodes are opted in.
+    assert not any(o["kind"] == "DaemonSet" for o in kustomize(SOURCE_DIR))
