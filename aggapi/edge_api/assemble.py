@@ -102,6 +102,7 @@ async def build_edge(opts: ServerOptions, serving_cert: str, serving_key: str) -
                     tls_key_file=Path(t.key_file or serving_key) if t.egress_tls else None,
                     client_ca_file=Path(t.egress_client_ca_file) if t.egress_tls else None,
                     allowed_names=t.egress_allowed_names,
+                    cert_reload_interval=opts.serving.cert_reload_interval,
                 ),
                 RoutingDialer(
                     tunnel, nodes, DirectPolicy.parse(t.egress_direct_cidrs, t.egress_direct_domains)

@@ -57,11 +57,14 @@ class EgressConfig:
     write_timeout: float = 10.0  # answering the CONNECT (status line) to the client
     max_connections: int = 4096
     max_header_bytes: int = 16 * 1024
+    cert_reload_interval: float = 10.0  # the TLS certificate and client CA files are re-read this often
 
     def validate(self) -> list[str]:
         errors: list[str] = []
         if self.uds_path is None and self.tls_port is None:
             errors.append("egress: set a unix socket path, a TLS port, or both")
+        if self.cert_reload_interval <= 0:
+            errors.append("egress: the certificate reload interval must be positive")
         if self.tls_port is not None:
             errors.extend(
                 f"egress: --{flag} is required with the TLS egress port"

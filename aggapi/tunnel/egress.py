@@ -44,6 +44,11 @@ class EgressServer:
         self._handlers: set[asyncio.Task[None]] = set()
         self._started = asyncio.Event()
         self.tls_port = 0
+        # The listener's context never changes; its SNI callback gives each new handshake the current
+        # one, so a renewed certificate or client CA applies to new connections and open ones stay.
+        self._tls_current: ssl.SSLContext | None = None
+        self._tls_stamp: tuple[tuple[int, int, int], ...] | None = None
+        self.tls_reloads = 0
 
     async def wait_started(self) -> None:
         await self._started.wait()
@@ -56,7 +61,10 @@ class EgressServer:
             if self.config.tls_port is not None:
                 servers.append(await self._start_tls())
             self._started.set()
-            await asyncio.Event().wait()  # until cancelled
+            while True:  # until cancelled
+                await asyncio.sleep(self.config.cert_reload_interval)
+                if self.config.tls_port is not None:
+                    await asyncio.to_thread(self.reload_tls_if_changed)
         finally:
             self._started.clear()
             for s in servers:
@@ -88,7 +96,10 @@ class EgressServer:
 
     async def _start_tls(self) -> asyncio.Server:
         c = self.config
+        self._tls_stamp = await asyncio.to_thread(self._stamps)
+        self._tls_current = await asyncio.to_thread(self._tls_context)
         ctx = await asyncio.to_thread(self._tls_context)
+        ctx.sni_callback = self._select
         server = await asyncio.start_server(
             self._on_tls,
             c.tls_bind_address,
@@ -102,6 +113,36 @@ class EgressServer:
             "tunnel egress (HTTP CONNECT over TLS) on %s", format_hostport(c.tls_bind_address, self.tls_port)
         )
         return server
+
+    def _select(self, sslobj: ssl.SSLObject, _name: str | None, _ctx: ssl.SSLContext) -> None:
+        if self._tls_current is not None:
+            sslobj.context = self._tls_current
+
+    def _stamps(self) -> tuple[tuple[int, int, int], ...]:
+        c = self.config
+        out = []
+        for path in (c.tls_cert_file, c.tls_key_file, c.client_ca_file):
+            st = os.stat(str(path))
+            out.append((st.st_mtime_ns, st.st_size, st.st_ino))
+        return tuple(out)
+
+    def reload_tls_if_changed(self) -> bool:
+        """Re-read the TLS files when they changed and load together (blocking IO: run in a thread).
+        A half-written rotation keeps the current context and is retried at the next check."""
+        try:
+            stamp = self._stamps()
+            if stamp == self._tls_stamp:
+                return False
+            ctx = self._tls_context()
+        except (OSError, ssl.SSLError, ValueError) as e:
+            log.warning(
+                "tunnel egress: TLS files changed but are not usable (keeping the current ones): %s", e
+            )
+            return False
+        self._tls_current, self._tls_stamp = ctx, stamp
+        self.tls_reloads += 1
+        log.info("tunnel egress: reloaded its TLS certificate and client CA (new connections use them)")
+        return True
 
     def _tls_context(self) -> ssl.SSLContext:
         c = self.config

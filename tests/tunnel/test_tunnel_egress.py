@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
 import stat
 from pathlib import Path
 
 import pytest
 from conftest import Env
-from tunnelkit import EgressServer, client_tls, connect_via_proxy, egress_config, running
+from cryptography import x509
+from tunnelkit import EgressServer, client_tls, connect_via_proxy, egress_config, eventually, running
+
+from certs.files import write_pair
+from certs.pki import issue_serving
 
 HOST = "localhost"  # the name in the egress serving certificate
 
@@ -122,3 +127,49 @@ async def test_tls_allowed_names(env: Env) -> None:
         )
         writer.close()
     assert status == 403 and b"kube-apiserver" in body
+
+
+async def test_tls_certificate_is_reloaded_for_new_connections(env: Env, tmp_path: Path) -> None:
+    """A renewed serving certificate is used by new connections; an open one keeps working."""
+    cert, key = tmp_path / "egress.crt", tmp_path / "egress.key"
+    cert.write_bytes(env.pki.files["server.crt"].read_bytes())
+    key.write_bytes(env.pki.files["server.key"].read_bytes())
+    cfg = egress_config(
+        env.pki, None, tls=True, tls_cert_file=cert, tls_key_file=key, cert_reload_interval=0.05
+    )
+    egress = EgressServer(cfg, env.server)
+
+    async def served_serial() -> int:
+        _, writer = await asyncio.open_connection(
+            "127.0.0.1", egress.tls_port, ssl=client_tls(env.pki), server_hostname="localhost"
+        )
+        der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        writer.close()
+        return x509.load_der_x509_certificate(der).serial_number
+
+    async with running(egress.run(), "egress"):
+        await egress.wait_started()
+        before = await served_serial()
+        status, _, reader, writer = await connect_via_proxy(
+            lambda: asyncio.open_connection(
+                "127.0.0.1", egress.tls_port, ssl=client_tls(env.pki), server_hostname="localhost"
+            ),
+            f"{env.ip}:{env.port}",
+        )
+        assert status == 200
+        # Mid-rotation (the key of another pair): not loaded, still served with the old one.
+        renewed = issue_serving(
+            env.pki.server_ca, common_name="egress", dns_names=["localhost"], ips=["127.0.0.1"]
+        )
+        write_pair(renewed, tmp_path / "next.crt", tmp_path / "next.key")
+        os.replace(tmp_path / "next.crt", cert)
+        await asyncio.sleep(0.3)
+        assert egress.tls_reloads == 0 and await served_serial() == before
+        os.replace(tmp_path / "next.key", key)
+        await eventually(lambda: egress.tls_reloads == 1, "egress TLS reloaded")
+        assert await served_serial() == renewed.cert.serial_number != before
+        writer.write(b"ECHO\nstill open")  # the connection made before the reload carries on
+        await writer.drain()
+        async with asyncio.timeout(10):
+            assert await reader.readexactly(len(b"ECHO\nstill open")) == b"ECHO\nstill open"
+        writer.close()
