@@ -116,3 +116,19 @@ async def patch_or_requeue(api: Any, path: str, patch: Any, what: str, *, timeou
     if not ans.ok:
         raise RuntimeError(f"patching {what}: {ans.status} {ans.message}")
     return True
+
+
+def same_status(a: dict[str, Any] | None, b: dict[str, Any]) -> bool:
+    """Equal statuses once conditions' lastTransitionTime is set aside: a controller that recomputed a
+    status writes it only when something besides those times changed."""
+
+    def strip(s: dict[str, Any] | None) -> dict[str, Any]:
+        s = dict(s or {})
+        s["conditions"] = [
+            {k: v for k, v in c.items() if k != "lastTransitionTime"}
+            for c in s.get("conditions") or []
+            if isinstance(c, dict)
+        ]
+        return s
+
+    return strip(a) == strip(b)

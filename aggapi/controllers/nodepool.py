@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from aggapi.apis.nodepool import NODEPOOL
 from aggapi.controllers import nodes as n
-from aggapi.controllers.controller import Controller, ReconcileObserver, patch_or_requeue
+from aggapi.controllers.controller import Controller, ReconcileObserver, patch_or_requeue, same_status
 from aggapi.controllers.informer import EventHandler, Informer, InformerConfig, Obj
 from aggapi.controllers.poolattrs import node_patch, pool_attrs
 from aggapi.controllers.storelw import StoreListWatcher
@@ -98,19 +98,6 @@ def pool_status(members: list[Obj], old: Obj | None, generation: int, now: str) 
         "unreadyNodeNum": len(not_ready),
         "conditions": [condition],
     }
-
-
-def _same_status(a: Obj | None, b: Obj) -> bool:
-    def strip(s: Obj | None) -> Obj:
-        s = dict(s or {})
-        s["conditions"] = [
-            {k: v for k, v in c.items() if k != "lastTransitionTime"}
-            for c in s.get("conditions") or []
-            if isinstance(c, dict)
-        ]
-        return s
-
-    return strip(a) == strip(b)
 
 
 class NodePoolController:
@@ -246,7 +233,7 @@ class NodePoolController:
         async def with_status(current: Obj) -> Obj:
             gen = int((current.get("metadata") or {}).get("generation") or 1)
             status = pool_status(members, current.get("status"), gen, now)
-            if _same_status(current.get("status"), status):
+            if same_status(current.get("status"), status):
                 raise _Unchanged
             current["status"] = status
             return current

@@ -24,14 +24,14 @@ from typing import Any
 from aggapi.apis.nodepool import NODEPOOL
 from aggapi.apis.uniteddeployment import UNITEDDEPLOYMENT
 from aggapi.apis.uniteddeployment_render import POOL_NAME_LABEL, RESOURCES, UD_LABEL, Pool, template_of
-from aggapi.controllers.controller import Controller, Requeue, patch_or_requeue
+from aggapi.controllers.controller import Controller, Requeue, patch_or_requeue, same_status
 from aggapi.controllers.informer import EventHandler, Informer, InformerConfig, Obj
 from aggapi.controllers.kube import KubeListWatcher, ListWatchConfig
 from aggapi.controllers.kubejson import KubeUnavailable, kube_request
 from aggapi.controllers.nodepool import Observer
 from aggapi.controllers.storelw import StoreListWatcher
 from aggapi.controllers.uniteddeployment_plan import Action, Plan, controller_ref, is_ud_ref, meta, plan
-from aggapi.controllers.uniteddeployment_status import desired_status, same_status
+from aggapi.controllers.uniteddeployment_status import desired_status
 from aggapi.controllers.workqueue import WorkQueue
 from aggapi.machinery import apierrors
 from aggapi.machinery.timefmt import format_rfc3339

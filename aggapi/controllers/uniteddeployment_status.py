@@ -154,16 +154,3 @@ def desired_status(ud: Obj, p: Plan, now: str, old: Obj | None = None) -> Obj:
     if current:
         status["currentRevision"] = current
     return status
-
-
-def same_status(a: Obj | None, b: Obj) -> bool:
-    def strip(s: Obj | None) -> Obj:
-        s = dict(s or {})
-        s["conditions"] = [
-            {k: v for k, v in c.items() if k != "lastTransitionTime"}
-            for c in s.get("conditions") or []
-            if isinstance(c, dict)
-        ]
-        return s
-
-    return strip(a) == strip(b)

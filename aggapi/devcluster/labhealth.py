@@ -156,8 +156,5 @@ class LabHealth:
         (self._dir(node) / "pods.json").write_text(
             json.dumps({"kind": "PodList", "items": [stored]}, indent=1)
         )
-        self._restart_sim(name, heartbeats=True)
-
-    def _restart_sim(self, name: str, heartbeats: bool) -> None:
-        self.lab.stop_kubelet(name)
-        self.edge.start_sim(self.edge.node(name), heartbeats=heartbeats)
+        self.lab.stop_kubelet(name)  # restarted: it reads pods.json at start
+        self.edge.start_sim(self.edge.node(name))

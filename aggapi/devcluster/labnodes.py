@@ -320,8 +320,8 @@ class LabNodes:
         for n in self.nodes:
             self.start_sim(n)
 
-    def start_sim(self, n: EdgeNode, heartbeats: bool = True) -> Child:
-        """Its kubelet-sim; without heartbeats it still serves (a node whose cloud link is cut)."""
+    def start_sim(self, n: EdgeNode) -> Child:
+        """Its kubelet-sim (a cut cloud link is the relay's business: the sim always heartbeats)."""
         d = self._dir(n)
         return self.start_child(
             f"kubelet-{n.name}",
@@ -340,7 +340,7 @@ class LabNodes:
                 f"--pods-file={d / 'pods.json'}",
                 f"--port-forward={NAMESPACE}/{n.pod}:{SAMPLE_PORT}",
                 f"--log-ticker={NAMESPACE}/{n.pod}/app=1",
-                *(self.heartbeat_args(n) if heartbeats else []),
+                *self.heartbeat_args(n),
             ],
         )
 

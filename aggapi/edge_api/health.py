@@ -109,7 +109,7 @@ class VoteStore:
             res = await self._etcd.range(key)
             if res.kvs:
                 stored = _vote_or_none(res.kvs[0].value)
-                if stored is not None and _observed(stored) > _observed(vote):
+                if stored is not None and stored.observed() > vote.observed():
                     raise StaleVote(stored)
                 guard = Compare(key, "mod", "==", res.kvs[0].mod_revision)
             else:
@@ -150,20 +150,6 @@ def _vote_or_none(raw: bytes) -> Vote | None:
     try:
         return Vote.from_json(orjson.loads(raw))
     except (ValueError, TypeError, AttributeError):
-        return None
-
-
-def _observed(v: Vote) -> datetime:
-    try:
-        return parse_rfc3339(v.observed_at)
-    except ValueError:
-        return datetime.min.replace(tzinfo=UTC)
-
-
-def _received(v: Vote) -> datetime | None:
-    try:
-        return parse_rfc3339(v.received_at) if v.received_at else None
-    except ValueError:
         return None
 
 
@@ -224,7 +210,7 @@ class HealthService:
         posts: Posts = {}
         for v in votes:
             by_target.setdefault(v.target, []).append(v)
-            at = _received(v) or datetime.min.replace(tzinfo=UTC)
+            at = v.received() or datetime.min.replace(tzinfo=UTC)
             posts[v.voter] = max(at, posts.get(v.voter, at))
         return by_target, posts
 
@@ -330,33 +316,16 @@ class HealthService:
         now = self._clock()
         observed = parse_rfc3339(str(doc["observedAt"]))
         if observed - now > MAX_CLOCK_AHEAD:  # would outrank the voter's own later votes (ordering)
-            raise apierrors.invalid(
-                EDGENODE.group,
-                "HealthVote",
+            raise _bad_observed_at(
                 target,
-                [
-                    apierrors.Cause(
-                        "FieldValueInvalid",
-                        f"the observation is {(observed - now).total_seconds():.0f}s in the future: "
-                        f"the voter's clock is ahead of aggapi's by more than "
-                        f"{MAX_CLOCK_AHEAD.seconds}s (sync it)",
-                        "observedAt",
-                    )
-                ],
+                f"the observation is {(observed - now).total_seconds():.0f}s in the future: the voter's "
+                f"clock is ahead of aggapi's by more than {MAX_CLOCK_AHEAD.seconds}s (sync it)",
             )
         if now - observed > timedelta(seconds=self.store.ttl):
-            raise apierrors.invalid(
-                EDGENODE.group,
-                "HealthVote",
+            raise _bad_observed_at(
                 target,
-                [
-                    apierrors.Cause(
-                        "FieldValueInvalid",
-                        f"the observation is older than the vote lifetime ({self.store.ttl}s): "
-                        "it would count as expired",
-                        "observedAt",
-                    )
-                ],
+                f"the observation is older than the vote lifetime ({self.store.ttl}s): "
+                "it would count as expired",
             )
         vote = Vote(
             voter,
@@ -379,3 +348,8 @@ class HealthService:
         except Exception as exc:
             raise apierrors.service_unavailable(f"storing the health vote: {exc}") from exc
         return vote.to_json()
+
+
+def _bad_observed_at(target: str, message: str) -> apierrors.StatusError:
+    cause = apierrors.Cause("FieldValueInvalid", message, "observedAt")
+    return apierrors.invalid(EDGENODE.group, "HealthVote", target, [cause])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from aggapi.apis.common import GROUP, VERSION
@@ -46,6 +46,20 @@ class Vote:
         if self.received_at:
             out["receivedAt"] = self.received_at
         return out
+
+    def observed(self) -> datetime:
+        """observedAt as a time; the earliest possible one if unreadable (a damaged stored vote then
+        never outranks a readable one)."""
+        try:
+            return parse_rfc3339(self.observed_at)
+        except ValueError:
+            return datetime.min.replace(tzinfo=UTC)
+
+    def received(self) -> datetime | None:
+        try:
+            return parse_rfc3339(self.received_at) if self.received_at else None
+        except ValueError:
+            return None
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> Vote:
@@ -184,11 +198,7 @@ def _all_after(these: Sequence[Vote], others: Sequence[Vote]) -> bool:
     roughly in sync — skew only delays this rule, the majority rule still applies)."""
     if not these or not others:
         return bool(these)
-    return min(_observed(v) for v in these) > max(_observed(v) for v in others)
-
-
-def _observed(v: Vote) -> datetime:
-    return parse_rfc3339(v.observed_at)
+    return min(v.observed() for v in these) > max(v.observed() for v in others)
 
 
 def _by_voter(v: Vote) -> str:

@@ -10,8 +10,9 @@ import pytest
 
 from aggapi.apis.uniteddeployment import UNITEDDEPLOYMENT
 from aggapi.apis.uniteddeployment_render import REVISION_LABEL, Pool, RenderError, render, update_revision
+from aggapi.controllers.controller import same_status
 from aggapi.controllers.uniteddeployment_plan import owner_ref, plan, rolled_out
-from aggapi.controllers.uniteddeployment_status import desired_status, same_status
+from aggapi.controllers.uniteddeployment_status import desired_status
 from aggapi.registry.schema import with_schema_errors
 
 UID = "u-1"

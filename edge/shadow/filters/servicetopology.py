@@ -51,6 +51,7 @@ ENDPOINTSLICES = ("discovery.k8s.io", "v1", "endpointslices")
 ENDPOINTS = ("", "v1", "endpoints")
 
 Keep = Callable[[Any, Any], bool]  # (endpoint nodeName, endpoint zone) -> keep it
+Cut = Callable[[list[Any], Keep], list[Any]]  # the items of a field that one key keeps
 
 
 class ServiceTopologyFilter:
@@ -97,8 +98,8 @@ class ServiceTopologyFilter:
         if not keys:
             return obj
         if is_slice:
-            return self._filter_slice(obj, keys, f"{namespace}/{service}")
-        return self._filter_endpoints(obj, keys, f"{namespace}/{service}")
+            return self._narrow(obj, keys, f"{namespace}/{service}", "endpoints", _cut_endpoints)
+        return self._narrow(obj, keys, f"{namespace}/{service}", "subsets", _cut_subsets)
 
     def _keys(self, namespace: str, service: str) -> list[str]:
         svc = self.topology.service(namespace, service)
@@ -120,33 +121,21 @@ class ServiceTopologyFilter:
                 )
         return out
 
-    def _filter_slice(self, obj: Obj, keys: list[str], svc: str) -> Obj:
-        eps = obj.get("endpoints")
-        eps = eps if isinstance(eps, list) else []
+    def _narrow(self, obj: Obj, keys: list[str], svc: str, field: str, cut: Cut) -> Obj:
+        """`obj` with `field` cut to the first topology key (in preference order) that leaves something;
+        unchanged for `*` or a key this node cannot place itself by (fail open); emptied otherwise."""
+        items = obj.get(field)
+        items = items if isinstance(items, list) else []
         for key in keys:
             if key == ANY:
                 return obj
             keep = self._matcher(key, svc)
             if keep is None:
                 return obj
-            kept = [ep for ep in eps if isinstance(ep, dict) and keep(ep.get("nodeName"), ep.get("zone"))]
+            kept = cut(items, keep)
             if kept:
-                return {**obj, "endpoints": kept}
-        return {**obj, "endpoints": []}
-
-    def _filter_endpoints(self, obj: Obj, keys: list[str], svc: str) -> Obj:
-        subsets = obj.get("subsets")
-        subsets = subsets if isinstance(subsets, list) else []
-        for key in keys:
-            if key == ANY:
-                return obj
-            keep = self._matcher(key, svc)
-            if keep is None:
-                return obj
-            kept = [s for s in (_cut_subset(s, keep) for s in subsets) if s is not None]
-            if kept:
-                return {**obj, "subsets": kept}
-        return {**obj, "subsets": []}
+                return {**obj, field: kept}
+        return {**obj, field: []}
 
     def _matcher(self, key: str, svc: str) -> Keep | None:
         """A predicate (nodeName, zone) -> keep for a host/pool/zone key; None if this node's place is
@@ -206,6 +195,16 @@ class ServiceTopologyFilter:
             return node in members
 
         return member
+
+
+def _cut_endpoints(eps: list[Any], keep: Keep) -> list[Any]:
+    """EndpointSlice endpoints."""
+    return [ep for ep in eps if isinstance(ep, dict) and keep(ep.get("nodeName"), ep.get("zone"))]
+
+
+def _cut_subsets(subsets: list[Any], keep: Keep) -> list[Any]:
+    """Endpoints subsets; a subset left with no address goes."""
+    return [s for s in (_cut_subset(s, keep) for s in subsets) if s is not None]
 
 
 def _cut_subset(subset: Any, keep: Keep) -> Obj | None:
